@@ -1,0 +1,12 @@
+"""mmkeras: multimodal deep learning with Keras, taught by building an image captioner.
+
+The modules follow the data: shapes (the bundled dataset) -> dataset (loading) -> text ->
+pipeline -> models -> training -> decoding -> evaluation.
+"""
+
+import os
+
+# TensorFlow reads this once, when it is first imported: quiet its C++ start-up chatter.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"

@@ -1,0 +1,171 @@
+"""Read a captioning folder in the Flickr8k line formats into image paths and captions.
+
+One loader serves the bundled Shapes Captions data and the original Flickr8k release:
+a token file of ``{image}#{k}<TAB>{caption}`` lines, an image folder, and one file per
+split listing image names. Introduced in ``01_preprocessing.ipynb``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from mmkeras.errors import UserError
+
+# (our name, the original Flickr8k release's name), first found wins.
+IMAGE_DIRS = ("Images", "Flicker8k_Dataset")
+CAPTION_FILES = ("captions.txt", "Flickr8k.token.txt")
+SPLIT_FILES = {
+    "train": ("train.txt", "Flickr_8k.trainImages.txt"),
+    "val": ("val.txt", "Flickr_8k.devImages.txt"),
+    "test": ("test.txt", "Flickr_8k.testImages.txt"),
+}
+# What tf.io.decode_image can read; anything else would fail mid-epoch.
+DECODABLE_FORMATS = {"PNG", "JPEG", "GIF", "BMP"}
+SHOWN_NAMES = 5
+
+
+class SkippedDataWarning(UserWarning):
+    """Some lines or images of a dataset could not be used and were left out."""
+
+
+@dataclass
+class CaptionSplit:
+    """One split: ``image_paths[i]`` is described by every caption in ``captions[i]``."""
+
+    name: str
+    image_paths: list[str]
+    captions: list[list[str]]
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    @property
+    def num_captions(self) -> int:
+        return sum(len(c) for c in self.captions)
+
+
+def _first_existing(root: Path, names: tuple[str, ...], what: str) -> Path:
+    for name in names:
+        if (root / name).exists():
+            return root / name
+    raise UserError(f"{root}: no {what} found; expected one of {', '.join(names)}")
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not UTF-8 text ({error}); re-save it as UTF-8") from None
+    return text.splitlines()
+
+
+def image_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be used as a training image, or None if it can."""
+    try:
+        with Image.open(path) as image:
+            if image.format not in DECODABLE_FORMATS:
+                return f"format {image.format} (expected PNG, JPEG, GIF or BMP)"
+            image.load()  # a header can look fine over a truncated body
+    except FileNotFoundError:
+        return "missing"
+    except Exception as error:  # PIL raises many types for damaged files
+        return f"does not decode ({type(error).__name__})"
+    return None
+
+
+class _Skips:
+    """Collects what was left out, so it can be reported in one warning per reason."""
+
+    def __init__(self):
+        self.by_reason: dict[str, list[str]] = {}
+
+    def add(self, reason: str, name: str) -> None:
+        self.by_reason.setdefault(reason, []).append(name)
+
+    def report(self, root: Path) -> None:
+        if not self.by_reason:
+            return
+        parts = []
+        for reason, names in self.by_reason.items():
+            shown = ", ".join(names[:SHOWN_NAMES]) + (", ..." if len(names) > SHOWN_NAMES else "")
+            parts.append(f"{len(names)} {reason} ({shown})")
+        warnings.warn(f"{root}: skipped " + "; ".join(parts), SkippedDataWarning, stacklevel=3)
+
+
+def load_captions(data_dir: str | Path, splits=("train", "val", "test"),
+                  check_images: bool = True) -> dict[str, CaptionSplit]:
+    """Read ``data_dir`` and return ``{split: CaptionSplit}`` for the requested splits.
+
+    Lines and images that cannot be used are skipped and reported in one
+    :class:`SkippedDataWarning` with their count and first names, never silently, and
+    never later as a crash in the middle of an epoch.
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: data folder not found; create it with "
+                        f"`python -m mmkeras data shapes --out {root}` or point --data at "
+                        "a folder in the Flickr8k layout")
+    if not any(root.iterdir()):
+        raise UserError(f"{root}: the data folder is empty; expected Images/, captions.txt "
+                        "and train.txt, val.txt, test.txt")
+    image_dir = _first_existing(root, IMAGE_DIRS, "image folder")
+    caption_file = _first_existing(root, CAPTION_FILES, "caption file")
+    skips = _Skips()
+
+    captions_by_image: dict[str, list[str]] = {}
+    for line_number, line in enumerate(_read_lines(caption_file), start=1):
+        if not line.strip():
+            continue
+        key, tab, caption = line.partition("\t")
+        image_name = key.rsplit("#", 1)[0].strip()
+        if not tab:
+            skips.add("lines without a tab", f"{caption_file.name}:{line_number}")
+        elif not caption.strip():
+            skips.add("empty captions", f"{caption_file.name}:{line_number}")
+        else:
+            captions_by_image.setdefault(image_name, []).append(caption.strip())
+
+    image_root = image_dir.resolve()
+    result = {}
+    for split in splits:
+        split_file = _first_existing(root, SPLIT_FILES[split], f"{split} split list")
+        names = [n.strip() for n in _read_lines(split_file) if n.strip()]
+        candidates = []
+        for name in dict.fromkeys(names):  # a name listed twice is one image
+            path = (image_dir / name).resolve()
+            if not path.is_relative_to(image_root):
+                skips.add(f"names outside {image_dir.name}/ (refused)", name)
+            elif name not in captions_by_image:
+                skips.add("images without captions", name)
+            else:
+                candidates.append((name, path))
+        problems = _check_images([p for _, p in candidates]) if check_images else None
+        paths, captions = [], []
+        for index, (name, path) in enumerate(candidates):
+            problem = problems[index] if problems else None
+            if problem == "missing":
+                skips.add("captioned images that are missing", name)
+            elif problem:
+                skips.add("images that cannot be used", f"{name}: {problem}")
+            else:
+                paths.append(str(path))
+                captions.append(captions_by_image[name])
+        if not paths:
+            skips.report(root)
+            raise UserError(f"{split_file}: no usable images in the {split} split; expected "
+                            f"names of images in {image_dir} that have captions in "
+                            f"{caption_file.name}")
+        result[split] = CaptionSplit(split, paths, captions)
+    skips.report(root)
+    return result
+
+
+def _check_images(paths: list[Path]) -> list[str | None]:
+    # Decoding is I/O and C code that releases the GIL, so threads do help here.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(image_problem, paths))

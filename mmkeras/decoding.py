@@ -1,0 +1,191 @@
+"""Free-running caption decoding: greedy and beam search, batched and compiled.
+
+The caption model is trained on whole teacher-forced sequences; to generate, the same
+layers run one word at a time, carrying the LSTM state from step to step instead of
+re-reading the whole prefix. Introduced in ``03_evaluation.ipynb``.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+from tqdm.auto import tqdm
+
+from mmkeras.models import decoder_kind, max_caption_length_of, vocabulary_of
+from mmkeras.text import END, START, ids_to_captions
+
+NEG_INF = -1e9
+
+
+class CaptionDecoder:
+    """Greedy or beam-search captions for batches of uint8 images, from a caption model."""
+
+    def __init__(self, caption_model: keras.Model):
+        self.caption_model = caption_model
+        self.vocabulary = vocabulary_of(caption_model)
+        self.max_caption_length = max_caption_length_of(caption_model)
+        self.start_id = self.vocabulary.index(START)
+        self.end_id = self.vocabulary.index(END)
+        self.uses_attention = decoder_kind(caption_model) == "attention"
+        layer = caption_model.get_layer
+        self.embedding = layer("word_embedding")
+        self.lstm_cell = layer("decoder_lstm").cell
+        self.word_logits = layer("word_logits")
+        image_input = caption_model.input["image"]
+        encoded = [layer("init_h").output, layer("init_c").output]
+        if self.uses_attention:
+            self.attention = layer("attention")
+            self.attention_concat = layer("attention_concat")
+            self.attention_combine = layer("attention_combine")
+            encoded.append(layer("attention_memory").output)
+        # The encoding half of the caption model, as a model of its own.
+        self.encoder = keras.Model(image_input, encoded, name="caption_encoder")
+        # A fixed signature with an unknown batch size: one trace serves every batch, and the
+        # loop variables keep the same (unknown) shapes from one step to the next.
+        images = tf.TensorSpec([None, *image_input.shape[1:]], tf.uint8)
+        self._greedy = tf.function(self._greedy_search, input_signature=[images])
+        self._beam = tf.function(self._beam_search,
+                                 input_signature=[images, tf.TensorSpec([], tf.int32)])
+
+    # One step of the decoder: the same layers, in the same order, as the caption model.
+    def step(self, tokens, state, memory):
+        # .call, not __call__: a one-word step has no padding, and a mask here would only
+        # trigger a warning from the LSTM cell, which cannot use one.
+        words = self.embedding.call(tokens)
+        hidden, state = self.lstm_cell(words, state)
+        attention_scores = None
+        if self.uses_attention:
+            context, attention_scores = self.attention(
+                [hidden[:, None, :], memory], return_attention_scores=True)
+            hidden = self.attention_combine(self.attention_concat([hidden, context[:, 0, :]]))
+            attention_scores = attention_scores[:, 0, :]
+        return self.word_logits(hidden), state, attention_scores
+
+    def _encode(self, images):
+        encoded = self.encoder(images, training=False)
+        state = [encoded[0], encoded[1]]
+        memory = encoded[2] if self.uses_attention else None
+        return state, memory
+
+    def _greedy_search(self, images):
+        state, memory = self._encode(images)
+        batch = tf.shape(images)[0]
+        tokens = tf.fill([batch], self.start_id)
+        finished = tf.zeros([batch], tf.bool)
+        length = self.max_caption_length + 1
+        words = tf.TensorArray(tf.int32, size=length)
+        attention = tf.TensorArray(tf.float32, size=length)
+        for t in tf.range(length):
+            logits, state, scores = self.step(tokens, state, memory)
+            next_tokens = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            next_tokens = tf.where(finished, 0, next_tokens)
+            words = words.write(t, next_tokens)
+            if scores is not None:
+                attention = attention.write(t, tf.cast(scores, tf.float32))
+            finished = finished | tf.equal(next_tokens, self.end_id)
+            tokens = next_tokens
+        token_ids = tf.transpose(words.stack())
+        if self.uses_attention:
+            return token_ids, tf.transpose(attention.stack(), [1, 0, 2])
+        return token_ids, tf.zeros([batch, length, 0])
+
+    def _beam_search(self, images, beam_width):
+        state, memory = self._encode(images)
+        batch = tf.shape(images)[0]
+        vocab_size = len(self.vocabulary)
+        length = self.max_caption_length + 1
+
+        def tile(x):  # (batch, ...) to (batch * beam, ...), each image's beams adjacent
+            return tf.repeat(x, beam_width, axis=0)
+
+        state = [tile(s) for s in state]
+        memory = tile(memory) if memory is not None else None
+        tokens = tf.fill([batch * beam_width], self.start_id)
+        # Only the first beam is live at the start, so the K beams do not all copy it.
+        scores = tf.tile(tf.concat([[0.0], tf.fill([beam_width - 1], NEG_INF)], 0)[None], [batch, 1])
+        finished = tf.zeros([batch, beam_width], tf.bool)
+        lengths = tf.zeros([batch, beam_width], tf.float32)
+        sequences = tf.zeros([batch, beam_width, length], tf.int32)
+        pad_only = tf.one_hot(0, vocab_size, on_value=0.0, off_value=NEG_INF)
+
+        for t in tf.range(length):
+            logits, state, _ = self.step(tokens, state, memory)
+            log_probs = tf.reshape(tf.nn.log_softmax(tf.cast(logits, tf.float32)),
+                                   [batch, beam_width, vocab_size])
+            # A finished beam may only continue with padding, at no cost.
+            log_probs = tf.where(finished[..., None], pad_only, log_probs)
+            candidates = tf.reshape(scores[..., None] + log_probs, [batch, -1])
+            scores, flat_index = tf.math.top_k(candidates, k=beam_width)
+            parent = flat_index // vocab_size
+            word = flat_index % vocab_size
+
+            def reorder(x):  # pick each new beam's parent row
+                return tf.gather(x, parent, batch_dims=1)
+
+            sequences = tf.where(tf.range(length)[None, None, :] == t, word[..., None],
+                                 reorder(sequences))
+            was_finished = reorder(finished)
+            lengths = reorder(lengths) + tf.cast(~was_finished, tf.float32)
+            finished = was_finished | tf.equal(word, self.end_id)
+            state = [tf.reshape(reorder(tf.reshape(s, [batch, beam_width, s.shape[-1]])),
+                                [batch * beam_width, s.shape[-1]]) for s in state]
+            tokens = tf.reshape(word, [-1])
+        # Mean log-probability per word, so long captions are not penalised for length.
+        best = tf.argmax(scores / tf.maximum(lengths, 1.0), axis=-1, output_type=tf.int32)
+        return tf.gather(sequences, best, batch_dims=1)
+
+    def token_ids(self, images, beam_width: int = 1) -> np.ndarray:
+        images = tf.convert_to_tensor(images, tf.uint8)
+        if beam_width <= 1:
+            return self._greedy(images)[0].numpy()
+        return self._beam(images, tf.constant(beam_width)).numpy()
+
+    def captions(self, images, beam_width: int = 1) -> list[str]:
+        return ids_to_captions(self.token_ids(images, beam_width), self.vocabulary)
+
+    def captions_with_attention(self, images):
+        """Greedy captions and, per generated word, the attention over the feature map."""
+        if not self.uses_attention:
+            raise ValueError("this caption model has no attention decoder (it was trained with "
+                             "--decoder init)")
+        token_ids, attention = self._greedy(tf.convert_to_tensor(images, tf.uint8))
+        return ids_to_captions(token_ids.numpy(), self.vocabulary), attention.numpy()
+
+    def caption_dataset(self, images: tf.data.Dataset, beam_width: int = 1,
+                        progress: bool = True) -> list[str]:
+        """Captions for every batch of a dataset of uint8 image batches, in order."""
+        captions = []
+        total = images.cardinality().numpy()
+        for batch in tqdm(images, total=total if total > 0 else None, desc="decoding",
+                          unit="batch", disable=not progress):
+            captions += self.captions(batch, beam_width)
+        return captions
+
+
+def naive_captions(caption_model: keras.Model, images) -> list[str]:
+    """The loop popular tutorials use: one ``predict`` per word per image, whole prefix each time.
+
+    Kept for comparison (``benchmarks/decode_speed.py``); :class:`CaptionDecoder` gives the
+    same greedy captions, much faster.
+    """
+    vocabulary = vocabulary_of(caption_model)
+    positions = max_caption_length_of(caption_model) + 1
+    start_id, end_id = vocabulary.index(START), vocabulary.index(END)
+    captions = []
+    for image in np.asarray(images):
+        caption_in = np.zeros((1, positions), np.int32)
+        caption_in[0, 0] = start_id
+        words = []
+        for position in range(positions):
+            logits = caption_model.predict(
+                {"image": image[None], "caption_in": caption_in}, verbose=0)
+            word = int(np.argmax(logits[0, position]))
+            if word == end_id:
+                break
+            words.append(word)
+            if position + 1 < positions:
+                caption_in[0, position + 1] = word
+        captions.append(ids_to_captions(np.array([words + [end_id]]), vocabulary)[0])
+    return captions

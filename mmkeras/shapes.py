@@ -1,0 +1,213 @@
+"""Shapes Captions: the bundled, procedurally drawn captioning dataset.
+
+Every number here is fixed by ``shared/specs/shapes-captions.md``; the data are a pure
+function of ``(seed, sizes, image_size)``. Introduced in ``01_preprocessing.ipynb``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from mmkeras.errors import UserError
+
+SHAPES = ("circle", "square", "triangle")
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (230, 200, 30),
+    "purple": (150, 60, 190),
+}
+SIZES = {"small": (5, 7), "large": (10, 12)}
+RELATIONS = ("to the left of", "to the right of", "above", "below")
+INVERSE_RELATION = {
+    "to the left of": "to the right of",
+    "to the right of": "to the left of",
+    "above": "below",
+    "below": "above",
+}
+# The compositional split's held-out (colour, shape) pairs.
+HELD_OUT_PAIRS = frozenset(
+    {("red", "square"), ("green", "triangle"), ("blue", "circle"),
+     ("yellow", "square"), ("purple", "triangle")}
+)
+SPLITS = ("train", "val", "test")
+REFERENCE_SIZE = 64  # the spec gives every length for a 64 px canvas
+
+
+@dataclass(frozen=True)
+class ShapesConfig:
+    """Everything the generated files depend on (and nothing else)."""
+
+    seed: int = 0
+    num_train: int = 8000
+    num_val: int = 1000
+    num_test: int = 1000
+    image_size: int = 64
+    cogent: bool = False
+
+    def split_size(self, split: str) -> int:
+        return {"train": self.num_train, "val": self.num_val, "test": self.num_test}[split]
+
+
+@dataclass(frozen=True)
+class ShapeObject:
+    shape: str
+    colour: str
+    size: str
+    radius: float
+    centre: tuple[float, float]  # (x, y), y grows downward
+
+
+def captions_for(first: ShapeObject, second: ShapeObject, relation: str) -> list[str]:
+    """The five captions of a scene, in the spec's order."""
+    s1, c1, h1 = first.size, first.colour, first.shape
+    s2, c2, h2 = second.size, second.colour, second.shape
+    inverse = INVERSE_RELATION[relation]
+    return [
+        f"a {s1} {c1} {h1} {relation} a {s2} {c2} {h2}",
+        f"a {s2} {c2} {h2} {inverse} a {s1} {c1} {h1}",
+        f"a {c1} {h1} is {relation} a {c2} {h2}",
+        f"there is a {s1} {c1} {h1} {relation} a {c2} {h2}",
+        f"a {c2} {h2} {inverse} a {c1} {h1}",
+    ]
+
+
+def _pick_attributes(rng: np.random.Generator, split: str, cogent: bool):
+    """Draw (shape, colour, size) for both objects, honouring the split's constraints."""
+    colours = list(COLOURS)
+    while True:
+        attributes = [
+            (SHAPES[rng.integers(len(SHAPES))], colours[rng.integers(len(colours))],
+             ("small", "large")[rng.integers(2)])
+            for _ in range(2)
+        ]
+        (h1, c1, _), (h2, c2, _) = attributes
+        if h1 == h2 and c1 == c2:
+            continue  # the captions could not tell the two objects apart
+        if cogent:
+            held_out = [(c, h) in HELD_OUT_PAIRS for h, c, _ in attributes]
+            if split == "test" and not any(held_out):
+                continue
+            if split != "test" and any(held_out):
+                continue
+        return attributes
+
+
+def _place(rng: np.random.Generator, r1: float, r2: float, relation: str, image_size: int):
+    """Rejection-sample two centres that satisfy the relation and stay on the canvas."""
+    scale = image_size / REFERENCE_SIZE
+    margin = 2 * scale
+    gap = 4 * scale
+    for _ in range(10_000):
+        x1, y1 = (rng.uniform(r1 + margin, image_size - 1 - r1 - margin) for _ in range(2))
+        x2, y2 = (rng.uniform(r2 + margin, image_size - 1 - r2 - margin) for _ in range(2))
+        dx, dy = x2 - x1, y2 - y1
+        if relation in ("to the left of", "to the right of"):
+            ok = abs(dx) >= r1 + r2 + gap and abs(dy) <= abs(dx) / 4
+            ok = ok and (dx > 0 if relation == "to the left of" else dx < 0)
+        else:
+            ok = abs(dy) >= r1 + r2 + gap and abs(dx) <= abs(dy) / 4
+            ok = ok and (dy > 0 if relation == "above" else dy < 0)
+        if ok:
+            return (x1, y1), (x2, y2)
+    raise RuntimeError(f"could not place two objects on a {image_size} px canvas")
+
+
+# OpenCV draws with integer coordinates; a fixed-point shift keeps sub-pixel centres.
+_SHIFT = 4
+_ONE = 1 << _SHIFT
+
+
+def _draw(canvas: np.ndarray, obj: ShapeObject, colour: tuple[int, int, int]) -> None:
+    x, y = obj.centre
+    r = obj.radius
+    if obj.shape == "circle":
+        cv2.circle(canvas, (round(x * _ONE), round(y * _ONE)), round(r * _ONE), colour,
+                   thickness=-1, lineType=cv2.LINE_AA, shift=_SHIFT)
+        return
+    if obj.shape == "square":
+        corners = [(x - r, y - r), (x + r, y - r), (x + r, y + r), (x - r, y + r)]
+    else:  # isosceles triangle, apex up, base horizontal
+        corners = [(x, y - r), (x + r, y + r), (x - r, y + r)]
+    points = np.array([[round(px * _ONE), round(py * _ONE)] for px, py in corners], np.int32)
+    cv2.fillConvexPoly(canvas, points, colour, lineType=cv2.LINE_AA, shift=_SHIFT)
+
+
+def draw_scene(rng: np.random.Generator, split: str = "train", image_size: int = 64,
+               cogent: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Draw one scene; returns the RGB image (uint8) and its five captions."""
+    scale = image_size / REFERENCE_SIZE
+    background = rng.integers(225, 256, size=3)
+    noise = rng.normal(0.0, 4.0, size=(image_size, image_size, 3))
+    canvas = np.clip(background + noise, 0, 255).astype(np.uint8)
+
+    attributes = _pick_attributes(rng, split, cogent)
+    radii = [rng.integers(*SIZES[size], endpoint=True) * scale for _, _, size in attributes]
+    relation = RELATIONS[rng.integers(len(RELATIONS))]
+    centres = _place(rng, radii[0], radii[1], relation, image_size)
+
+    objects = []
+    for (shape, colour, size), radius, centre in zip(attributes, radii, centres):
+        jitter = rng.integers(-20, 21, size=3)
+        rgb = np.clip(np.array(COLOURS[colour]) + jitter, 0, 255)
+        obj = ShapeObject(shape, colour, size, float(radius), centre)
+        _draw(canvas, obj, tuple(int(v) for v in rgb))
+        objects.append(obj)
+    return canvas, captions_for(objects[0], objects[1], relation)
+
+
+def generate(out_dir: str | Path, config: ShapesConfig = ShapesConfig(),
+             progress: bool = True) -> Path:
+    """Write the dataset in the Flickr8k line formats under ``out_dir``."""
+    if config.image_size < 32:
+        raise UserError(f"--image-size must be at least 32 pixels, got {config.image_size}")
+    for split in SPLITS:
+        if config.split_size(split) < 1:
+            raise UserError(f"--num-{split} must be at least 1, got {config.split_size(split)}")
+    out_dir = Path(out_dir)
+    images_dir = out_dir / "Images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+
+    caption_lines = []
+    total = sum(config.split_size(s) for s in SPLITS)
+    with tqdm(total=total, desc="drawing shapes", unit="img", disable=not progress) as bar:
+        for split_index, split in enumerate(SPLITS):
+            # One generator per split: changing the test size leaves train untouched.
+            rng = np.random.default_rng([config.seed, split_index])
+            names = []
+            for index in range(config.split_size(split)):
+                image, captions = draw_scene(rng, split, config.image_size, config.cogent)
+                name = f"{split}_{index:05d}.png"
+                cv2.imwrite(str(images_dir / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+                names.append(name)
+                caption_lines += [f"{name}#{k}\t{c}" for k, c in enumerate(captions)]
+                bar.update()
+            (out_dir / f"{split}.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    (out_dir / "captions.txt").write_text("\n".join(caption_lines) + "\n", encoding="utf-8")
+    # Written last: its presence says the folder is complete.
+    (out_dir / "shapes.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    return out_dir
+
+
+def is_complete(out_dir: str | Path, config: ShapesConfig) -> bool:
+    """True when ``out_dir`` already holds exactly this configuration's data."""
+    marker = Path(out_dir) / "shapes.json"
+    try:
+        return json.loads(marker.read_text()) == asdict(config)
+    except (OSError, ValueError):
+        return False
+
+
+def ensure(out_dir: str | Path, config: ShapesConfig = ShapesConfig(),
+           progress: bool = True) -> Path:
+    """Generate the dataset unless ``out_dir`` already holds it."""
+    if not is_complete(out_dir, config):
+        generate(out_dir, config, progress)
+    return Path(out_dir)

@@ -1,0 +1,77 @@
+"""Captions to token ids and back: standardisation, start and end tokens, the vocabulary.
+
+Introduced in ``01_preprocessing.ipynb``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+PAD, UNKNOWN = "", "[UNK]"  # TextVectorization's own ids 0 and 1
+START, END = "[start]", "[end]"  # brackets survive nowhere else: standardise strips them
+
+
+def standardize(captions) -> tf.Tensor:
+    """Lower case, punctuation and symbols to spaces, single spaces; works on any script."""
+    text = tf.strings.lower(tf.convert_to_tensor(captions, tf.string), encoding="utf-8")
+    text = tf.strings.regex_replace(text, r"[\pP\pS]", " ")
+    text = tf.strings.regex_replace(text, r"\s+", " ")
+    return tf.strings.strip(text)
+
+
+def standardize_list(captions: list[str]) -> list[str]:
+    """:func:`standardize` for plain Python strings (for references and metrics)."""
+    if not captions:
+        return []
+    return [s.decode("utf-8") for s in standardize(captions).numpy()]
+
+
+def add_start_end(captions) -> tf.Tensor:
+    return tf.strings.join([START, standardize(captions), END], separator=" ")
+
+
+def build_vectorizer(train_captions: list[str], max_caption_length: int,
+                     max_vocabulary: int | None = None) -> layers.TextVectorization:
+    """Adapt a TextVectorization layer on the training captions.
+
+    ``max_caption_length`` counts words; the ids it returns have two more places, for the
+    start and end tokens. Longer captions are cut, keeping the start token.
+    """
+    vectorizer = layers.TextVectorization(
+        max_tokens=max_vocabulary,
+        standardize=None,  # done by add_start_end, so references get the very same
+        split="whitespace",
+        output_sequence_length=max_caption_length + 2,
+    )
+    vectorizer.adapt(tf.data.Dataset.from_tensor_slices(add_start_end(train_captions)).batch(1024))
+    return vectorizer
+
+
+def vocabulary_of(vectorizer: layers.TextVectorization) -> list[str]:
+    return [str(word) for word in vectorizer.get_vocabulary()]
+
+
+def vectorizer_for(vocabulary: list[str], max_caption_length: int) -> layers.TextVectorization:
+    """A TextVectorization with a fixed vocabulary, e.g. the one stored in a saved model."""
+    return layers.TextVectorization(
+        standardize=None, split="whitespace", vocabulary=vocabulary,
+        output_sequence_length=max_caption_length + 2)
+
+
+def ids_to_captions(token_ids: np.ndarray, vocabulary: list[str]) -> list[str]:
+    """Turn decoder output back into text: stop at the end token, drop padding and start."""
+    words = np.asarray(vocabulary, dtype=object)
+    end_id = vocabulary.index(END)
+    captions = []
+    for row in np.asarray(token_ids):
+        stops = np.flatnonzero(row == end_id)
+        row = row[: stops[0]] if stops.size else row
+        captions.append(" ".join(w for w in words[row] if w not in (PAD, START)))
+    return captions
+
+
+def caption_lengths(captions: list[str]) -> np.ndarray:
+    """Words per caption after standardisation."""
+    return np.array([len(c.split()) for c in standardize_list(captions)])

@@ -1,0 +1,158 @@
+"""Train a caption model end to end: data, vocabulary, model, callbacks, fit, save, score.
+
+Introduced in ``02_training.ipynb``; ``python -m mmkeras train`` runs :func:`train`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mmkeras import shapes
+from mmkeras.dataset import load_captions
+from mmkeras.decoding import CaptionDecoder
+from mmkeras.evaluation import caption_metrics
+from mmkeras.models import build_caption_model, build_image_encoder, compile_caption_model
+from mmkeras.pipeline import caption_dataset, evaluation_images
+from mmkeras.text import build_vectorizer, caption_lengths, vocabulary_of
+from mmkeras.training_config import TrainConfig
+
+# The smoke size: enough to exercise every step in seconds, for tests and CI.
+SMOKE_SHAPES = shapes.ShapesConfig(num_train=256, num_val=64, num_test=64)
+
+
+def default_data_root() -> Path:
+    """Where generated data go: ``$MMKERAS_DATA``, else ``data/`` of this checkout, else ``~/mmkeras_data``."""
+    if os.environ.get("MMKERAS_DATA"):
+        return Path(os.environ["MMKERAS_DATA"])
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").exists() and (checkout / "data").is_dir():
+        return checkout / "data"
+    return Path.home() / "mmkeras_data"
+
+
+def resolve_data(data: str, smoke: bool = False, seed: int = 0, progress: bool = True) -> Path:
+    """``"shapes"`` to the generated dataset's folder (generating it if need be); else the path."""
+    if data != "shapes":
+        return Path(data)
+    if smoke:
+        config = dataclasses.replace(SMOKE_SHAPES, seed=seed)
+        folder = default_data_root() / f"shapes-smoke-{seed}"
+    else:
+        config = shapes.ShapesConfig(seed=seed)
+        folder = default_data_root() / ("shapes" if seed == 0 else f"shapes-seed{seed}")
+    return shapes.ensure(folder, config, progress=progress)
+
+
+def use_gpu_settings() -> tf.distribute.Strategy:
+    """Mixed precision on a GPU, a MirroredStrategy on several; plain defaults on a CPU."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def package_versions() -> dict[str, str]:
+    import cv2
+    import pycocoevalcap  # noqa: F401  (imported for its presence)
+    from importlib.metadata import version
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__, "opencv": cv2.__version__,
+            "pycocoevalcap": version("pycocoevalcap")}
+
+
+def training_callbacks(out: Path, patience: int) -> list[keras.callbacks.Callback]:
+    return [
+        # Resumes an interrupted run from its last finished epoch.
+        keras.callbacks.BackupAndRestore(str(out / "backup")),
+        keras.callbacks.ModelCheckpoint(str(out / "best.keras"), monitor="val_loss",
+                                        save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                      restore_best_weights=True),
+        keras.callbacks.TensorBoard(str(out / "logs")),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+    ]
+
+
+def save_atomically(caption_model: keras.Model, path: Path) -> None:
+    """Write to a temporary file, then rename: a crash never leaves half a model at ``path``."""
+    partial = path.with_name(path.stem + ".partial.keras")
+    caption_model.save(partial)
+    os.replace(partial, path)
+
+
+def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = True) -> dict:
+    """Train, evaluate on the test split, and write model, config, history and metrics."""
+    started = time.perf_counter()
+    keras.utils.set_random_seed(config.seed)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "backup").exists():  # a fresh run, not a resumed one: start a new history
+        (out / "history.csv").unlink(missing_ok=True)
+    data_dir = resolve_data(config.data, config.smoke, config.seed, progress)
+    splits = load_captions(data_dir)
+    train_split, val_split, test_split = splits["train"], splits["val"], splits["test"]
+
+    train_captions = [c for refs in train_split.captions for c in refs]
+    max_caption_length = config.max_caption_length or int(min(caption_lengths(train_captions).max(), 40))
+    vectorizer = build_vectorizer(train_captions, max_caption_length)
+    vocabulary = vocabulary_of(vectorizer)
+
+    strategy = use_gpu_settings()
+    # The global batch is split across replicas by the strategy.
+    batch_size = config.batch_size * strategy.num_replicas_in_sync
+    epochs = min(config.epochs, 2) if config.smoke else config.epochs
+    pairs_per_epoch = train_split.num_captions if config.all_pairs else len(train_split)
+    with strategy.scope():
+        image_encoder = build_image_encoder(config.image_size, config.feature_dim, config.backbone,
+                                            fine_tune=config.fine_tune)
+        caption_model = build_caption_model(
+            vocabulary, max_caption_length, config.decoder, image_encoder,
+            embedding_dim=config.embedding_dim, units=config.units, dropout=config.dropout)
+        compile_caption_model(caption_model, config.learning_rate,
+                              decay_steps=epochs * math.ceil(pairs_per_epoch / batch_size))
+
+    train_data = caption_dataset(train_split, vectorizer, config.image_size, batch_size,
+                                 all_pairs=config.all_pairs, seed=config.seed)
+    val_data = caption_dataset(val_split, vectorizer, config.image_size, batch_size,
+                               shuffle=False, seed=config.seed)
+    fit_started = time.perf_counter()
+    caption_model.fit(train_data, validation_data=val_data, epochs=epochs,
+                      callbacks=training_callbacks(out, config.patience), verbose=verbose,
+                      shuffle=False)  # the dataset shuffles itself; fit cannot
+    fit_seconds = time.perf_counter() - fit_started
+    save_atomically(caption_model, out / "model.keras")
+
+    decoder = CaptionDecoder(caption_model)
+    hypotheses = decoder.caption_dataset(evaluation_images(test_split, config.image_size),
+                                         config.beam_width, progress=progress)
+    metrics = caption_metrics(test_split.captions, hypotheses)
+
+    run = {"config": dataclasses.asdict(config), "data_dir": str(data_dir),
+           "max_caption_length": max_caption_length, "vocabulary_size": len(vocabulary),
+           "train_images": len(train_split), "epochs_run": _epochs_in(out / "history.csv"),
+           "fit_seconds": round(fit_seconds, 1),
+           "total_seconds": round(time.perf_counter() - started, 1),
+           "devices": [d.name for d in tf.config.list_logical_devices()],
+           "versions": package_versions()}
+    (out / "config.json").write_text(json.dumps(run, indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return {"metrics": metrics, "run": run, "model": caption_model,
+            "examples": list(zip(test_split.image_paths[:5], hypotheses[:5]))}
+
+
+def _epochs_in(history_csv: Path) -> int:
+    with open(history_csv, newline="") as handle:
+        return sum(1 for _ in csv.DictReader(handle))

@@ -1,0 +1,108 @@
+"""The command line as a user meets it: real subprocesses, exit codes, messages."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mmkeras.evaluation import METRIC_KEYS
+
+
+def run_cli(*args, env_extra=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "mmkeras", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.parametrize("command", ["data shapes", "train", "evaluate", "caption"])
+def test_every_command_has_help(command):
+    completed = run_cli(*command.split(), "--help")
+    assert completed.returncode == 0
+    assert "usage: python -m mmkeras" in completed.stdout
+
+
+def test_data_command_writes_the_requested_sizes(tmp_path):
+    completed = run_cli("data", "shapes", "--out", tmp_path, "--num-train", 5, "--num-val", 2,
+                        "--num-test", 3, "--seed", 7)
+    assert completed.returncode == 0, completed.stderr
+    assert len((tmp_path / "test.txt").read_text().split()) == 3
+    assert len(list((tmp_path / "Images").glob("*.png"))) == 10
+
+
+def test_bad_flag_value_exits_non_zero():
+    completed = run_cli("data", "shapes", "--out", "x", "--num-train", 0)
+    assert completed.returncode == 2
+    assert "expected a positive whole number" in completed.stderr
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli_run")
+    completed = run_cli("train", "--smoke", "--decoder", "init", "--out", out)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return out, completed
+
+
+def test_train_writes_model_records_and_metrics(cli_run):
+    out, completed = cli_run
+    for name in ("model.keras", "config.json", "history.csv", "metrics.json"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics) == list(METRIC_KEYS)
+    assert all(0.0 <= metrics[k] <= 1.0 for k in METRIC_KEYS if k not in ("cider", "n_images"))
+    assert metrics["n_images"] == 64
+    assert "bleu_4" in completed.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["decoder"] == "init" and "tensorflow" in config["versions"]
+    assert len((out / "history.csv").read_text().splitlines()) == 3  # header + 2 epochs
+
+
+def test_evaluate_prints_and_writes_the_metrics(cli_run, tmp_path):
+    out, _ = cli_run
+    data = json.loads((out / "config.json").read_text())["data_dir"]
+    metrics_file = tmp_path / "eval" / "metrics.json"
+    completed = run_cli("evaluate", "--model", out / "model.keras", "--data", data,
+                        "--beam", 2, "--out", metrics_file)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert set(json.loads(metrics_file.read_text())) == set(METRIC_KEYS)
+    assert "bleu_4" in completed.stdout
+
+
+def test_caption_prints_one_tab_separated_line_per_image(cli_run):
+    out, _ = cli_run
+    data = json.loads((out / "config.json").read_text())["data_dir"]
+    images = [f"{data}/Images/test_0000{i}.png" for i in range(3)]
+    completed = run_cli("caption", "--model", out / "model.keras", *images)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = completed.stdout.splitlines()
+    assert [line.split("\t")[0] for line in lines] == images
+    assert all(len(line.split("\t")[1].split()) >= 1 for line in lines)
+
+
+def test_caption_on_a_file_that_is_not_an_image(cli_run, tmp_path):
+    out, _ = cli_run
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("just text")
+    completed = run_cli("caption", "--model", out / "model.keras", not_image)
+    assert completed.returncode == 2
+    assert f"error: {not_image}: does not decode" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize("content", [None, b"garbage"])
+def test_missing_or_corrupt_model(tmp_path, small_shapes, content):
+    model = tmp_path / "model.keras"
+    if content is not None:
+        model.write_bytes(content)
+    completed = run_cli("evaluate", "--model", model, "--data", small_shapes)
+    assert completed.returncode == 2
+    assert str(model) in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_missing_data_folder(cli_run, tmp_path):
+    out, _ = cli_run
+    completed = run_cli("evaluate", "--model", out / "model.keras", "--data", tmp_path / "nope")
+    assert completed.returncode == 2
+    assert "data folder not found" in completed.stderr and "Traceback" not in completed.stderr

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mmkeras.decoding import CaptionDecoder, naive_captions
+from mmkeras.models import build_caption_model
+from mmkeras.pipeline import load_image
+from mmkeras.text import END, START
+
+
+@pytest.fixture(scope="module")
+def test_images(trained_run):
+    _, result = trained_run
+    paths = [path for path, _ in result["examples"]]
+    return np.stack([load_image(tf.constant(p), 64).numpy() for p in paths])
+
+
+def test_compiled_greedy_equals_the_per_word_predict_loop(caption_model, test_images):
+    decoder = CaptionDecoder(caption_model)
+    assert decoder.captions(test_images) == naive_captions(caption_model, test_images)
+
+
+def test_decoding_is_batched_and_order_preserving(caption_model, test_images):
+    decoder = CaptionDecoder(caption_model)
+    together = decoder.captions(test_images)
+    one_by_one = [decoder.captions(test_images[i:i + 1])[0] for i in range(len(test_images))]
+    assert together == one_by_one
+
+
+def test_beam_of_one_is_greedy_and_wider_beams_give_captions(caption_model, test_images):
+    decoder = CaptionDecoder(caption_model)
+    greedy = decoder.token_ids(test_images)
+    np.testing.assert_array_equal(decoder._beam(tf.constant(test_images), tf.constant(1)).numpy(), greedy)
+    beam = decoder.captions(test_images, beam_width=3)
+    assert len(beam) == len(test_images)
+    assert all(START not in caption and END not in caption for caption in beam)
+
+
+def _log_probability(caption_model, image, token_ids, vocabulary):
+    """Sum of log-probabilities the model gives a decoded sequence, up to its end token."""
+    end = vocabulary.index(END)
+    ids = list(token_ids)
+    ids = ids[: ids.index(end) + 1] if end in ids else ids
+    positions = caption_model.get_layer("word_embedding").input.shape[1]
+    caption_in = np.zeros((1, positions), np.int32)
+    caption_in[0, :len(ids)] = [vocabulary.index(START)] + ids[:-1]
+    logits = caption_model({"image": image[None], "caption_in": caption_in}, training=False)
+    log_probs = tf.nn.log_softmax(logits[0]).numpy()
+    return sum(log_probs[t, word] for t, word in enumerate(ids)), len(ids)
+
+
+def test_beam_search_finds_captions_at_least_as_likely_per_word_as_greedy():
+    # An untrained model has flat, varied distributions: a real test of the search.
+    vocabulary = ["", "[UNK]", START, END] + [f"w{i}" for i in range(12)]
+    caption_model = build_caption_model(vocabulary, 6, "init", units=16, embedding_dim=8)
+    images = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    decoder = CaptionDecoder(caption_model)
+    greedy, beam = decoder.token_ids(images), decoder.token_ids(images, beam_width=4)
+    for image, greedy_ids, beam_ids in zip(images, greedy, beam):
+        g_score, g_len = _log_probability(caption_model, image, greedy_ids, vocabulary)
+        b_score, b_len = _log_probability(caption_model, image, beam_ids, vocabulary)
+        assert b_score / b_len >= g_score / g_len - 1e-4
+
+
+def test_attention_maps_cover_the_feature_map(caption_model, test_images):
+    captions, attention = CaptionDecoder(caption_model).captions_with_attention(test_images[:2])
+    assert attention.shape[0] == 2 and attention.shape[2] == 64  # 8 x 8 positions
+    np.testing.assert_allclose(attention[:, 0].sum(axis=-1), 1.0, atol=1e-4)
+    assert len(captions) == 2

@@ -1,0 +1,79 @@
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from mmkeras import models
+
+VOCABULARY = ["", "[UNK]", "[start]", "[end]", "a", "red", "circle"]
+
+
+@pytest.mark.parametrize("decoder", models.DECODERS)
+def test_caption_model_maps_images_and_words_to_next_word_logits(decoder):
+    caption_model = models.build_caption_model(VOCABULARY, max_caption_length=5, decoder=decoder,
+                                               units=32, embedding_dim=16)
+    logits = caption_model({"image": np.zeros((2, 64, 64, 3), np.uint8),
+                            "caption_in": np.ones((2, 6), np.int32)})
+    assert logits.shape == (2, 6, len(VOCABULARY))
+    assert logits.dtype == "float32"
+    assert models.decoder_kind(caption_model) == decoder
+    assert models.vocabulary_of(caption_model) == VOCABULARY
+    assert models.max_caption_length_of(caption_model) == 5
+
+
+def test_unknown_decoder_is_refused():
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        models.build_caption_model(VOCABULARY, 5, decoder="transformer")
+
+
+def test_backbone_by_name_with_its_own_preprocessing():
+    encoder = models.build_image_encoder(64, feature_dim=16, backbone="MobileNetV2",
+                                         backbone_weights=None)
+    features = encoder(np.zeros((1, 64, 64, 3), np.uint8))
+    assert features.shape == (1, 2, 2, 16)
+    backbone = [layer for layer in encoder.layers if isinstance(layer, keras.Model)][0]
+    assert not backbone.trainable, "a backbone is frozen unless fine-tuned"
+    with pytest.raises(ValueError, match="unknown backbone 'NoSuchNet'"):
+        models.build_image_encoder(64, backbone="NoSuchNet")
+
+
+def test_backbone_model_saves_and_loads_safely(tmp_path):
+    encoder = models.build_image_encoder(64, feature_dim=8, backbone="MobileNetV2", backbone_weights=None)
+    caption_model = models.build_caption_model(VOCABULARY, 4, "init", encoder, units=8, embedding_dim=8)
+    caption_model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    inputs = {"image": np.full((1, 64, 64, 3), 128, np.uint8), "caption_in": np.ones((1, 5), np.int32)}
+    np.testing.assert_allclose(caption_model(inputs), loaded(inputs), atol=1e-5)
+
+
+def test_saved_model_loads_safely_in_a_fresh_process_with_the_same_captions(trained_run, tmp_path):
+    from mmkeras.decoding import CaptionDecoder
+    from mmkeras.pipeline import load_image
+    out, result = trained_run
+    image_paths = [path for path, _ in result["examples"][:3]]
+    images = np.stack([load_image(path, 64).numpy() for path in image_paths])
+    here = CaptionDecoder(result["model"]).captions(images)
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from mmkeras.decoding import CaptionDecoder
+        from mmkeras.models import load_caption_model
+        from mmkeras.pipeline import load_image
+        model = load_caption_model({str(out / "model.keras")!r})
+        images = np.stack([load_image(p, 64).numpy() for p in {image_paths!r}])
+        print("\\n".join(CaptionDecoder(model).captions(images)))
+    """)
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert completed.stdout.splitlines() == here
+
+
+def test_missing_or_corrupt_model_file_is_a_user_error(tmp_path):
+    from mmkeras.errors import UserError
+    with pytest.raises(UserError, match="model file not found"):
+        models.load_caption_model(tmp_path / "missing.keras")
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"PK\x03\x04 this is not a keras archive")
+    with pytest.raises(UserError, match="corrupt.keras: not a readable .keras model"):
+        models.load_caption_model(corrupt)

@@ -1,0 +1,43 @@
+import numpy as np
+
+from mmkeras import text
+
+
+def test_standardize_lowers_and_strips_punctuation_in_any_script():
+    assert text.standardize_list(["A Red,  CIRCLE!", " 你好，世界。", "it's -- fine"]) == [
+        "a red circle", "你好 世界", "it s fine"]
+
+
+def test_start_and_end_tokens_survive_and_user_brackets_do_not():
+    wrapped = text.add_start_end(["[start] a dog"]).numpy()[0].decode()
+    assert wrapped == "[start] start a dog [end]"
+
+
+def test_vocabulary_and_unknown_words():
+    vectorizer = text.build_vectorizer(["a red circle", "a blue square"], max_caption_length=5)
+    vocabulary = text.vocabulary_of(vectorizer)
+    assert vocabulary[:2] == [text.PAD, text.UNKNOWN]
+    assert set(vocabulary[2:]) == {"a", "red", "blue", "circle", "square", text.START, text.END}
+    ids = vectorizer(text.add_start_end(["a purple circle"])).numpy()[0]
+    assert ids.shape == (7,)
+    assert ids[2] == 1, "a word outside the vocabulary becomes the unknown token"
+    assert list(ids[5:]) == [0, 0], "padding fills the rest"
+
+
+def test_long_captions_are_cut_to_the_maximum_length():
+    vectorizer = text.build_vectorizer(["a b c d e f g h"], max_caption_length=3)
+    ids = vectorizer(text.add_start_end(["a b c d e f g h"])).numpy()[0]
+    assert len(ids) == 5 and ids[0] == text.vocabulary_of(vectorizer).index(text.START)
+
+
+def test_vectorizer_for_a_stored_vocabulary_gives_the_same_ids():
+    vectorizer = text.build_vectorizer(["a red circle", "a blue square"], max_caption_length=5)
+    again = text.vectorizer_for(text.vocabulary_of(vectorizer), max_caption_length=5)
+    captions = text.add_start_end(["a blue circle", "zebra"])
+    np.testing.assert_array_equal(vectorizer(captions).numpy(), again(captions).numpy())
+
+
+def test_ids_to_captions_stops_at_the_end_token():
+    vocabulary = [text.PAD, text.UNKNOWN, text.START, text.END, "a", "dog"]
+    ids = np.array([[4, 5, 3, 5, 5], [2, 4, 0, 0, 0], [5, 5, 5, 5, 5]])
+    assert text.ids_to_captions(ids, vocabulary) == ["a dog", "a", "dog dog dog dog dog"]
