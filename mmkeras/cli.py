@@ -45,6 +45,7 @@ def cmd_train(args) -> int:
     from mmkeras.training import train
     config = TrainConfig(data=args.data, decoder=args.decoder, epochs=args.epochs,
                          batch_size=args.batch_size, backbone=args.backbone,
+                         fine_tune=args.fine_tune,
                          all_pairs=args.all_pairs, beam_width=args.beam, seed=args.seed,
                          out=args.out, smoke=args.smoke)
     # Keras' live progress bar is for terminals; logs and CI get one line per epoch.
@@ -124,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive, default=TrainConfig.epochs)
     train.add_argument("--batch-size", type=_positive, default=TrainConfig.batch_size)
     train.add_argument("--backbone", help="a keras.applications model, e.g. MobileNetV2")
+    train.add_argument("--fine-tune", action="store_true",
+                       help="train the backbone's weights too (default: frozen)")
     train.add_argument("--all-pairs", action="store_true",
                        help="train on every (image, caption) pair each epoch")
     train.add_argument("--beam", type=_positive, default=1, help="beam width for the test scores")

@@ -158,8 +158,9 @@ class CaptionDecoder:
         """Captions for every batch of a dataset of uint8 image batches, in order."""
         captions = []
         total = images.cardinality().numpy()
+        # disable=None: a bar on a terminal only, so logs and CI stay clean.
         for batch in tqdm(images, total=total if total > 0 else None, desc="decoding",
-                          unit="batch", disable=not progress):
+                          unit="batch", disable=None if progress else True):
             captions += self.captions(batch, beam_width)
         return captions
 

@@ -177,7 +177,9 @@ def generate(out_dir: str | Path, config: ShapesConfig = ShapesConfig(),
 
     caption_lines = []
     total = sum(config.split_size(s) for s in SPLITS)
-    with tqdm(total=total, desc="drawing shapes", unit="img", disable=not progress) as bar:
+    # disable=None: tqdm draws the bar on a terminal only, so logs and CI stay clean.
+    with tqdm(total=total, desc="drawing shapes", unit="img",
+              disable=None if progress else True) as bar:
         for split_index, split in enumerate(SPLITS):
             # One generator per split: changing the test size leaves train untouched.
             rng = np.random.default_rng([config.seed, split_index])

@@ -93,13 +93,20 @@ def save_atomically(caption_model: keras.Model, path: Path) -> None:
     os.replace(partial, path)
 
 
-def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = True) -> dict:
-    """Train, evaluate on the test split, and write model, config, history and metrics."""
+def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = True,
+          callbacks: list[keras.callbacks.Callback] = ()) -> dict:
+    """Train, evaluate on the test split, and write model, config, history and metrics.
+
+    Run again with the same ``config.out`` after an interruption, it resumes from the last
+    finished epoch. ``callbacks`` are added to the standard ones.
+    """
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / "backup").exists():  # a fresh run, not a resumed one: start a new history
+    if (out / "backup").exists():
+        print(f"resuming the interrupted run in {out} from its last backup")
+    else:  # a fresh run: start a new history rather than appending to an old one
         (out / "history.csv").unlink(missing_ok=True)
     data_dir = resolve_data(config.data, config.smoke, config.seed, progress)
     splits = load_captions(data_dir)
@@ -130,7 +137,8 @@ def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = Tru
                                shuffle=False, seed=config.seed)
     fit_started = time.perf_counter()
     caption_model.fit(train_data, validation_data=val_data, epochs=epochs,
-                      callbacks=training_callbacks(out, config.patience), verbose=verbose,
+                      callbacks=training_callbacks(out, config.patience) + list(callbacks),
+                      verbose=verbose,
                       shuffle=False)  # the dataset shuffles itself; fit cannot
     fit_seconds = time.perf_counter() - fit_started
     save_atomically(caption_model, out / "model.keras")

@@ -11,7 +11,7 @@ from mmkeras.evaluation import METRIC_KEYS
 
 
 def run_cli(*args, env_extra=None):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env_extra or {})}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "mmkeras", *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=600)
 
