@@ -94,8 +94,17 @@ def build_image_encoder(image_size: int = 64, feature_dim: int = 128, backbone: 
             x = layers.MaxPooling2D()(x)
     else:
         x = BackbonePreprocessing(backbone, name="backbone_preprocessing")(images)
-        base = _backbone_constructor(backbone)(
-            include_top=False, weights=backbone_weights, input_shape=(image_size, image_size, 3))
+        constructor = _backbone_constructor(backbone)
+        try:
+            base = constructor(include_top=False, weights=backbone_weights,
+                               input_shape=(image_size, image_size, 3))
+        except Exception as error:  # keras.utils.get_file raises several types when offline
+            if backbone_weights is None:
+                raise
+            raise UserError(f"could not load the {backbone_weights} weights of {backbone} "
+                            f"({type(error).__name__}: {error}); Keras downloads them on first "
+                            "use into ~/.keras/models, which needs internet access (Colab has "
+                            "it), or copy the file there by hand") from None
         base.trainable = fine_tune
         # training=False keeps a frozen backbone's BatchNorm statistics fixed.
         x = base(x, training=False if not fine_tune else None)

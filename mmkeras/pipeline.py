@@ -49,7 +49,7 @@ def teacher_forcing(caption_ids: tf.Tensor):
 
 def caption_dataset(split: CaptionSplit, vectorizer: layers.TextVectorization, image_size: int,
                     batch_size: int = 64, shuffle: bool = True, all_pairs: bool = False,
-                    seed: int | None = None) -> tf.data.Dataset:
+                    seed: int | None = None, prefetch: bool = True) -> tf.data.Dataset:
     """Batches of ``((image, caption_in), caption_out)`` for teacher-forced training.
 
     Each epoch pairs every image with one of its references drawn at random, so an epoch
@@ -73,7 +73,9 @@ def caption_dataset(split: CaptionSplit, vectorizer: layers.TextVectorization, i
         caption_in, caption_out = teacher_forcing(ids)
         return {"image": image, "caption_in": caption_in}, caption_out
 
-    return pairs.batch(batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    batches = pairs.batch(batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE)
+    # prefetch=False only to measure what prefetching is worth (02_training.ipynb).
+    return batches.prefetch(AUTOTUNE) if prefetch else batches
 
 
 def _pick_one(references: tf.Tensor, seed: int | None) -> tf.Tensor:

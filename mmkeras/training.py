@@ -41,17 +41,25 @@ def default_data_root() -> Path:
     return Path.home() / "mmkeras_data"
 
 
+def shapes_data(config: shapes.ShapesConfig = shapes.ShapesConfig(), progress: bool = True) -> Path:
+    """The Shapes Captions folder for ``config`` under :func:`default_data_root`, drawn if need be.
+
+    The default configuration lives in ``shapes/``; any other in a folder named after it.
+    """
+    if config == shapes.ShapesConfig():
+        name = "shapes"
+    else:
+        name = (f"shapes-{config.num_train}-{config.num_val}-{config.num_test}"
+                f"-{config.image_size}px-seed{config.seed}" + ("-cogent" if config.cogent else ""))
+    return shapes.ensure(default_data_root() / name, config, progress=progress)
+
+
 def resolve_data(data: str, smoke: bool = False, seed: int = 0, progress: bool = True) -> Path:
-    """``"shapes"`` to the generated dataset's folder (generating it if need be); else the path."""
+    """``"shapes"`` to the generated dataset's folder (drawing it if need be); else the path."""
     if data != "shapes":
         return Path(data)
-    if smoke:
-        config = dataclasses.replace(SMOKE_SHAPES, seed=seed)
-        folder = default_data_root() / f"shapes-smoke-{seed}"
-    else:
-        config = shapes.ShapesConfig(seed=seed)
-        folder = default_data_root() / ("shapes" if seed == 0 else f"shapes-seed{seed}")
-    return shapes.ensure(folder, config, progress=progress)
+    config = dataclasses.replace(SMOKE_SHAPES if smoke else shapes.ShapesConfig(), seed=seed)
+    return shapes_data(config, progress)
 
 
 def use_gpu_settings() -> tf.distribute.Strategy:
@@ -164,3 +172,18 @@ def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = Tru
 def _epochs_in(history_csv: Path) -> int:
     with open(history_csv, newline="") as handle:
         return sum(1 for _ in csv.DictReader(handle))
+
+
+def training_speed(caption_model: keras.Model, data: tf.data.Dataset, steps: int = 20) -> float:
+    """Training images per second over ``steps`` batches, after one warm-up batch.
+
+    The warm-up pays for tracing and compiling the train step, which a real run pays once.
+    Introduced in ``02_training.ipynb``'s GPU section.
+    """
+    batches = data.repeat()
+    caption_model.fit(batches, steps_per_epoch=1, epochs=1, verbose=0, shuffle=False)
+    started = time.perf_counter()
+    caption_model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+    seconds = time.perf_counter() - started
+    batch_size = int(next(iter(data))[1].shape[0])
+    return steps * batch_size / seconds

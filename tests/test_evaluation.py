@@ -49,3 +49,12 @@ def test_captions_are_standardised_before_scoring():
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError, match="2 reference lists but 1 captions"):
         caption_metrics(REFERENCES[:2], ["a caption"])
+
+
+def test_per_image_scores_single_out_the_wrong_caption():
+    from mmkeras.evaluation import per_image_scores
+    hypotheses = [REFERENCES[0][0], "a blue square", REFERENCES[2][1]]
+    scores = per_image_scores(REFERENCES, hypotheses)
+    assert scores["bleu_4"].shape == (3,)
+    assert scores["bleu_4"].argmin() == 1 and scores["cider"].argmin() == 1
+    assert scores["bleu_4"][0] == pytest.approx(1.0, abs=1e-6)

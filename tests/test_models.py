@@ -77,3 +77,18 @@ def test_missing_or_corrupt_model_file_is_a_user_error(tmp_path):
     corrupt.write_bytes(b"PK\x03\x04 this is not a keras archive")
     with pytest.raises(UserError, match="corrupt.keras: not a readable .keras model"):
         models.load_caption_model(corrupt)
+
+
+def test_pretrained_weights_that_cannot_download_are_a_user_error(monkeypatch):
+    from urllib.error import URLError
+
+    from mmkeras.errors import UserError
+
+    def offline(*args, **kwargs):
+        raise URLError("no network")
+
+    # Offline on purpose, whatever this machine can reach: the download itself fails.
+    from keras.src.utils import file_utils
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(UserError, match="could not load the imagenet weights of MobileNetV2.*internet"):
+        models.build_image_encoder(64, backbone="MobileNetV2", backbone_weights="imagenet")

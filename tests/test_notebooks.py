@@ -1,0 +1,36 @@
+"""The notebooks' own promises, checked without running them (nbval runs them)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
+
+
+def test_the_three_notebooks_are_there():
+    assert [p.name for p in NOTEBOOKS][:3] == [
+        "01_preprocessing.ipynb", "02_training.ipynb", "03_evaluation.ipynb"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_colab_badge_opens_this_very_notebook(path):
+    first_cell = "".join(json.loads(path.read_text())["cells"][0]["source"])
+    assert "colab.research.google.com/assets/colab-badge.svg" in first_cell
+    assert f"/blob/main/notebooks/{path.name})" in first_cell
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_with_outputs_and_integer_execution_counts(path):
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    assert any(c["outputs"] for c in cells), "commit the outputs of a full run"
+    for cell in cells:
+        if cell["outputs"]:
+            assert isinstance(cell["execution_count"], int)
+        assert not any(o["output_type"] == "error" for o in cell["outputs"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_one_smoke_switch_read_from_the_environment(path):
+    sources = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"]]
+    assert sum('os.environ.get("MMKERAS_SMOKE")' in s for s in sources) == 1
