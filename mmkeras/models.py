@@ -115,7 +115,7 @@ def build_image_encoder(image_size: int = 64, feature_dim: int = 128, backbone: 
 def build_caption_model(vocabulary: list[str], max_caption_length: int, decoder: str = "attention",
                         image_encoder: keras.Model | None = None, image_size: int = 64,
                         embedding_dim: int = 128, units: int = 256,
-                        dropout: float = 0.1) -> keras.Model:
+                        dropout: float = 0.1, use_cudnn: bool | str = "auto") -> keras.Model:
     """The functional caption model: ``{"image", "caption_in"}`` to next-word logits.
 
     ``decoder="init"`` (show and tell): the image sets the LSTM's initial state.
@@ -125,7 +125,8 @@ def build_caption_model(vocabulary: list[str], max_caption_length: int, decoder:
     prediction.
 
     Layer names are part of the contract with :mod:`mmkeras.decoding`, which runs the same
-    layers one step at a time.
+    layers one step at a time. ``use_cudnn=False`` forces the generic LSTM kernel on a GPU
+    (only to measure what cuDNN is worth).
     """
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
@@ -146,7 +147,7 @@ def build_caption_model(vocabulary: list[str], max_caption_length: int, decoder:
 
     words = WordEmbedding(vocabulary, embedding_dim, name="word_embedding")(caption_in)
     # Defaults (tanh, sigmoid, no recurrent dropout, right padding) keep Keras on the cuDNN path.
-    hidden = layers.LSTM(units, return_sequences=True, name="decoder_lstm")(
+    hidden = layers.LSTM(units, return_sequences=True, use_cudnn=use_cudnn, name="decoder_lstm")(
         words, initial_state=[state_h, state_c])
     if decoder == "attention":
         context = layers.Attention(name="attention")([hidden, memory])
@@ -192,17 +193,18 @@ def masked_loss() -> keras.losses.Loss:
 
 
 def compile_caption_model(caption_model: keras.Model, learning_rate: float = 2e-3,
-                          decay_steps: int | None = None) -> keras.Model:
+                          decay_steps: int | None = None,
+                          jit_compile: bool | str = "auto") -> keras.Model:
     """Adam with clipped gradients; with ``decay_steps``, a cosine decay of the learning rate.
 
     The decay is what lets the last epochs settle: at a constant rate the validation loss
-    keeps jumping around its minimum.
+    keeps jumping around its minimum. ``jit_compile=True`` asks for XLA.
     """
     if decay_steps:
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps, alpha=0.02)
     caption_model.compile(
         optimizer=keras.optimizers.Adam(learning_rate, clipnorm=5.0),
-        loss=masked_loss(), metrics=[MaskedAccuracy()])
+        loss=masked_loss(), metrics=[MaskedAccuracy()], jit_compile=jit_compile)
     return caption_model
 
 

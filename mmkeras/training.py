@@ -102,11 +102,13 @@ def save_atomically(caption_model: keras.Model, path: Path) -> None:
 
 
 def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = True,
-          callbacks: list[keras.callbacks.Callback] = ()) -> dict:
+          callbacks: list[keras.callbacks.Callback] = (),
+          strategy: tf.distribute.Strategy | None = None) -> dict:
     """Train, evaluate on the test split, and write model, config, history and metrics.
 
     Run again with the same ``config.out`` after an interruption, it resumes from the last
-    finished epoch. ``callbacks`` are added to the standard ones.
+    finished epoch. ``callbacks`` are added to the standard ones. ``strategy`` defaults to
+    :func:`use_gpu_settings`' choice (a MirroredStrategy over several GPUs).
     """
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
@@ -125,8 +127,8 @@ def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = Tru
     vectorizer = build_vectorizer(train_captions, max_caption_length)
     vocabulary = vocabulary_of(vectorizer)
 
-    strategy = use_gpu_settings()
-    # The global batch is split across replicas by the strategy.
+    strategy = strategy or use_gpu_settings()
+    # config.batch_size is per replica; the strategy splits the global batch between them.
     batch_size = config.batch_size * strategy.num_replicas_in_sync
     epochs = min(config.epochs, 2) if config.smoke else config.epochs
     pairs_per_epoch = train_split.num_captions if config.all_pairs else len(train_split)
@@ -162,6 +164,7 @@ def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = Tru
            "fit_seconds": round(fit_seconds, 1),
            "total_seconds": round(time.perf_counter() - started, 1),
            "devices": [d.name for d in tf.config.list_logical_devices()],
+           "replicas": strategy.num_replicas_in_sync, "global_batch_size": batch_size,
            "versions": package_versions()}
     (out / "config.json").write_text(json.dumps(run, indent=2) + "\n")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
