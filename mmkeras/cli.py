@@ -69,7 +69,7 @@ def cmd_evaluate(args) -> int:
     caption_model = load_caption_model(args.model)
     split = load_captions(args.data, splits=(args.split,))[args.split]
     image_size = caption_model.input["image"].shape[1]
-    hypotheses = CaptionDecoder(caption_model).caption_dataset(
+    hypotheses = CaptionDecoder(caption_model).caption_batches(
         evaluation_images(split, image_size), beam_width=args.beam)
     metrics = caption_metrics(split.captions, hypotheses)
     print(format_metrics(metrics))

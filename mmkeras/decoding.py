@@ -153,7 +153,7 @@ class CaptionDecoder:
         token_ids, attention = self._greedy(tf.convert_to_tensor(images, tf.uint8))
         return ids_to_captions(token_ids.numpy(), self.vocabulary), attention.numpy()
 
-    def caption_dataset(self, images: tf.data.Dataset, beam_width: int = 1,
+    def caption_batches(self, images: tf.data.Dataset, beam_width: int = 1,
                         progress: bool = True) -> list[str]:
         """Captions for every batch of a dataset of uint8 image batches, in order."""
         captions = []

@@ -73,9 +73,10 @@ def use_gpu_settings() -> tf.distribute.Strategy:
 
 
 def package_versions() -> dict[str, str]:
-    import cv2
-    import pycocoevalcap  # noqa: F401  (imported for its presence)
+    """The versions a run depends on, saved in ``config.json`` beside the model."""
     from importlib.metadata import version
+
+    import cv2
     return {"python": platform.python_version(), "tensorflow": tf.__version__,
             "keras": keras.__version__, "numpy": np.__version__, "opencv": cv2.__version__,
             "pycocoevalcap": version("pycocoevalcap")}
@@ -154,7 +155,7 @@ def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = Tru
     save_atomically(caption_model, out / "model.keras")
 
     decoder = CaptionDecoder(caption_model)
-    hypotheses = decoder.caption_dataset(evaluation_images(test_split, config.image_size),
+    hypotheses = decoder.caption_batches(evaluation_images(test_split, config.image_size),
                                          config.beam_width, progress=progress)
     metrics = caption_metrics(test_split.captions, hypotheses)
 
