@@ -11,6 +11,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from mmkeras import shapes
 from mmkeras.dataset import load_captions
 from mmkeras.decoding import CaptionDecoder
 from mmkeras.evaluation import caption_metrics
-from mmkeras.models import build_caption_model, build_image_encoder, compile_caption_model
+from mmkeras.errors import UserError
+from mmkeras.models import (build_caption_model, build_image_encoder, compile_caption_model,
+                             load_caption_model)
 from mmkeras.pipeline import caption_dataset, evaluation_images
 from mmkeras.text import build_vectorizer, caption_lengths, vocabulary_of
 from mmkeras.training_config import TrainConfig
@@ -84,8 +87,11 @@ def package_versions() -> dict[str, str]:
 
 def training_callbacks(out: Path, patience: int) -> list[keras.callbacks.Callback]:
     return [
-        # Resumes an interrupted run from its last finished epoch.
-        keras.callbacks.BackupAndRestore(str(out / "backup")),
+        # Resumes an interrupted run from its last finished epoch. double_checkpoint keeps the
+        # previous backup too, so a kill in the middle of writing one falls back to the other;
+        # train() deletes the backup itself, only once model.keras is safely written.
+        keras.callbacks.BackupAndRestore(str(out / "backup"), double_checkpoint=True,
+                                         delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(str(out / "best.keras"), monitor="val_loss",
                                         save_best_only=True),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
@@ -99,7 +105,46 @@ def save_atomically(caption_model: keras.Model, path: Path) -> None:
     """Write to a temporary file, then rename: a crash never leaves half a model at ``path``."""
     partial = path.with_name(path.stem + ".partial.keras")
     caption_model.save(partial)
+    with open(partial, "rb") as written:  # on disk before the rename makes it the model
+        os.fsync(written.fileno())
     os.replace(partial, path)
+
+
+# A run's stage, kept in run_state.json so that a run killed at any moment knows on its next
+# start what is left to do: "training" (resume from the backup, if one was written), "trained"
+# (model.keras is final; only the test scores are missing) or "finished".
+RUN_STATE = "run_state.json"
+
+
+def _settings(config: TrainConfig) -> dict:
+    """The settings that must match for a run to be resumed (the folder itself aside)."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k != "out"}
+
+
+def _write_json(path: Path, content: dict) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+def _stage_to_resume(out: Path, config: TrainConfig) -> str | None:
+    """``"training"`` or ``"trained"`` for an unfinished run of ``config`` in ``out``; else None."""
+    try:
+        state = json.loads((out / RUN_STATE).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if state.get("stage") == "finished":
+        return None
+    if state.get("settings") != _settings(config):
+        changed = sorted(k for k, v in _settings(config).items()
+                         if state.get("settings", {}).get(k) != v)
+        raise UserError(f"{out} holds an unfinished run with other settings ({', '.join(changed)}); "
+                        "run again with the same settings to resume it, or choose another --out")
+    if state["stage"] == "trained" and (out / "model.keras").is_file():
+        return "trained"
+    if state["stage"] == "training" and (out / "backup").is_dir():
+        return "training"
+    return None
 
 
 def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = True,
@@ -107,18 +152,24 @@ def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = Tru
           strategy: tf.distribute.Strategy | None = None) -> dict:
     """Train, evaluate on the test split, and write model, config, history and metrics.
 
-    Run again with the same ``config.out`` after an interruption, it resumes from the last
-    finished epoch. ``callbacks`` are added to the standard ones. ``strategy`` defaults to
+    Killed at any moment and run again with the same ``config``, it resumes: from the last
+    finished epoch's backup, or, if training had finished, from the saved ``model.keras``.
+    ``callbacks`` are added to the standard ones. ``strategy`` defaults to
     :func:`use_gpu_settings`' choice (a MirroredStrategy over several GPUs).
     """
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    if (out / "backup").exists():
+    resume = _stage_to_resume(out, config)
+    if resume == "training":
         print(f"resuming the interrupted run in {out} from its last backup")
-    else:  # a fresh run: start a new history rather than appending to an old one
+    elif resume == "trained":
+        print(f"resuming the interrupted run in {out}: training had finished; scoring model.keras")
+    else:  # a fresh run: a new history, and no stale backup to restore from
         (out / "history.csv").unlink(missing_ok=True)
+        shutil.rmtree(out / "backup", ignore_errors=True)
+        _write_json(out / RUN_STATE, {"stage": "training", "settings": _settings(config)})
     data_dir = resolve_data(config.data, config.smoke, config.seed, progress)
     splits = load_captions(data_dir)
     train_split, val_split, test_split = splits["train"], splits["val"], splits["test"]
@@ -132,27 +183,35 @@ def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = Tru
     # config.batch_size is per replica; the strategy splits the global batch between them.
     batch_size = config.batch_size * strategy.num_replicas_in_sync
     epochs = min(config.epochs, 2) if config.smoke else config.epochs
-    pairs_per_epoch = train_split.num_captions if config.all_pairs else len(train_split)
-    with strategy.scope():
-        image_encoder = build_image_encoder(config.image_size, config.feature_dim, config.backbone,
-                                            fine_tune=config.fine_tune)
-        caption_model = build_caption_model(
-            vocabulary, max_caption_length, config.decoder, image_encoder,
-            embedding_dim=config.embedding_dim, units=config.units, dropout=config.dropout)
-        compile_caption_model(caption_model, config.learning_rate,
-                              decay_steps=epochs * math.ceil(pairs_per_epoch / batch_size))
+    fit_seconds = 0.0
+    if resume == "trained":
+        caption_model = load_caption_model(out / "model.keras")
+    else:
+        pairs_per_epoch = train_split.num_captions if config.all_pairs else len(train_split)
+        with strategy.scope():
+            image_encoder = build_image_encoder(config.image_size, config.feature_dim,
+                                                config.backbone, fine_tune=config.fine_tune)
+            caption_model = build_caption_model(
+                vocabulary, max_caption_length, config.decoder, image_encoder,
+                embedding_dim=config.embedding_dim, units=config.units, dropout=config.dropout)
+            compile_caption_model(caption_model, config.learning_rate,
+                                  decay_steps=epochs * math.ceil(pairs_per_epoch / batch_size))
 
-    train_data = caption_dataset(train_split, vectorizer, config.image_size, batch_size,
-                                 all_pairs=config.all_pairs, seed=config.seed)
-    val_data = caption_dataset(val_split, vectorizer, config.image_size, batch_size,
-                               shuffle=False, seed=config.seed)
-    fit_started = time.perf_counter()
-    caption_model.fit(train_data, validation_data=val_data, epochs=epochs,
-                      callbacks=training_callbacks(out, config.patience) + list(callbacks),
-                      verbose=verbose,
-                      shuffle=False)  # the dataset shuffles itself; fit cannot
-    fit_seconds = time.perf_counter() - fit_started
-    save_atomically(caption_model, out / "model.keras")
+        train_data = caption_dataset(train_split, vectorizer, config.image_size, batch_size,
+                                     all_pairs=config.all_pairs, seed=config.seed)
+        val_data = caption_dataset(val_split, vectorizer, config.image_size, batch_size,
+                                   shuffle=False, seed=config.seed)
+        fit_started = time.perf_counter()
+        caption_model.fit(train_data, validation_data=val_data, epochs=epochs,
+                          callbacks=training_callbacks(out, config.patience) + list(callbacks),
+                          verbose=verbose,
+                          shuffle=False)  # the dataset shuffles itself; fit cannot
+        fit_seconds = time.perf_counter() - fit_started
+        save_atomically(caption_model, out / "model.keras")
+        # In this order: a kill between the two lines resumes from the backup, and only
+        # saves model.keras again.
+        _write_json(out / RUN_STATE, {"stage": "trained", "settings": _settings(config)})
+        shutil.rmtree(out / "backup", ignore_errors=True)
 
     decoder = CaptionDecoder(caption_model)
     hypotheses = decoder.caption_batches(evaluation_images(test_split, config.image_size),
@@ -167,8 +226,9 @@ def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = Tru
            "devices": [d.name for d in tf.config.list_logical_devices()],
            "replicas": strategy.num_replicas_in_sync, "global_batch_size": batch_size,
            "versions": package_versions()}
-    (out / "config.json").write_text(json.dumps(run, indent=2) + "\n")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    _write_json(out / "config.json", run)
+    _write_json(out / "metrics.json", metrics)
+    _write_json(out / RUN_STATE, {"stage": "finished", "settings": _settings(config)})
     return {"metrics": metrics, "run": run, "model": caption_model,
             "examples": list(zip(test_split.image_paths[:5], hypotheses[:5]))}
 

@@ -1,9 +1,18 @@
 import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import keras
 import pytest
+from test_cli import run_cli
 
-from mmkeras.training import train
+from mmkeras import shapes, training
+from mmkeras.errors import UserError
+from mmkeras.training import save_atomically, train
 from mmkeras.training_config import TrainConfig
 
 
@@ -42,3 +51,89 @@ def test_a_fresh_run_in_a_used_folder_starts_a_new_history(tmp_path):
     train(config, verbose=0, progress=False)
     train(config, verbose=0, progress=False)
     assert _epochs(tmp_path) == [0]
+
+
+def test_a_run_with_other_settings_does_not_resume_an_unfinished_one(tmp_path):
+    config = TrainConfig(smoke=True, decoder="init", out=str(tmp_path))
+    with pytest.raises(Interrupt):
+        train(config, verbose=0, progress=False, callbacks=[InterruptAfterFirstEpoch()])
+    other = TrainConfig(smoke=True, decoder="attention", out=str(tmp_path))
+    with pytest.raises(UserError, match=r"unfinished run with other settings \(decoder\)"):
+        train(other, verbose=0, progress=False)
+    assert (tmp_path / "backup").is_dir(), "the refused run leaves the unfinished one intact"
+
+
+def test_a_run_killed_after_training_only_scores_the_saved_model(tmp_path, capsys, monkeypatch):
+    config = TrainConfig(smoke=True, decoder="init", out=str(tmp_path))
+    monkeypatch.setattr(training, "caption_metrics", _killed)
+    with pytest.raises(Interrupt):
+        train(config, verbose=0, progress=False)
+    saved = (tmp_path / "model.keras").stat().st_mtime_ns
+    monkeypatch.undo()
+
+    result = train(config, verbose=0, progress=False)
+    assert "training had finished; scoring model.keras" in capsys.readouterr().out
+    assert (tmp_path / "model.keras").stat().st_mtime_ns == saved, "not trained again"
+    assert _epochs(tmp_path) == [0, 1] and result["metrics"]["n_images"] == 64
+
+
+def _killed(*args, **kwargs):
+    raise Interrupt()
+
+
+def test_saving_that_fails_half_way_leaves_the_previous_model(tmp_path, caption_model, monkeypatch):
+    path = tmp_path / "model.keras"
+    save_atomically(caption_model, path)
+    good = path.read_bytes()
+
+    def half_a_save(self, filepath, *args, **kwargs):
+        with open(filepath, "wb") as handle:
+            handle.write(good[: len(good) // 2])
+        raise Interrupt()
+
+    monkeypatch.setattr(keras.Model, "save", half_a_save)
+    with pytest.raises(Interrupt):
+        save_atomically(caption_model, path)
+    assert path.read_bytes() == good
+
+
+@pytest.fixture(scope="module")
+def kill_test_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("kill_test_data")
+    return shapes.generate(folder, shapes.ShapesConfig(num_train=320, num_val=32, num_test=32),
+                           progress=False)
+
+
+def _train_args(data, out):
+    return ["train", "--data", data, "--decoder", "init", "--epochs", 3, "--batch-size", 8,
+            "--out", out]
+
+
+def test_a_run_killed_mid_epoch_resumes_from_its_backup(kill_test_data, tmp_path):
+    """SIGKILL, the way a Colab disconnect or the out-of-memory killer ends a run."""
+    out = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [sys.executable, "-m", "mmkeras", *map(str, _train_args(kill_test_data, out))]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 300
+    # Wait for the first epoch's backup and history row, then kill inside the second epoch
+    # (an epoch of 40 batches takes seconds here; 0.3 s in, it is mid-epoch).
+    while not ((out / "history.csv").is_file() and _epochs(out)):
+        assert first.poll() is None, first.stdout.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "the first epoch never finished"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert first.returncode == -signal.SIGKILL
+    assert _epochs(out) == [0], "killed during the second epoch"
+    assert not (out / "model.keras").exists()
+
+    second = run_cli(*_train_args(kill_test_data, out))
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming the interrupted run" in second.stdout
+    assert "Epoch 1/3" not in second.stdout and "Epoch 2/3" in second.stdout, second.stdout
+    assert _epochs(out) == [0, 1, 2]
+    assert not (out / "backup").exists()
+    assert json.loads((out / "metrics.json").read_text())["n_images"] == 32
+    keras.saving.load_model(out / "model.keras", safe_mode=True)
