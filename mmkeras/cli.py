@@ -100,6 +100,20 @@ def cmd_caption(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from mmkeras.export import export_saved_model, export_tflite
+    from mmkeras.models import load_caption_model
+    caption_model = load_caption_model(args.model)
+    out = export_saved_model(caption_model, args.out)
+    print(f"wrote {out}: a SavedModel; its `serve` signature takes encoded image bytes and "
+          "returns captions, with no need of mmkeras")
+    if args.tflite:
+        path = export_tflite(caption_model, args.tflite)
+        print(f"wrote {path}: TensorFlow Lite, one {caption_model.input['image'].shape[1]} px "
+              "uint8 image to its words")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mmkeras", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -148,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("images", nargs="+", metavar="IMAGE")
     caption.add_argument("--beam", type=_positive, default=1, help="beam width (1: greedy)")
     caption.set_defaults(run=cmd_caption)
+
+    export = commands.add_parser("export", help="write a SavedModel that captions image bytes, "
+                                                "and optionally a TensorFlow Lite model")
+    export.add_argument("--model", required=True, help="a model.keras written by train")
+    export.add_argument("--out", required=True, help="folder to write the SavedModel to")
+    export.add_argument("--tflite", metavar="FILE", help="also write a TensorFlow Lite model here")
+    export.set_defaults(run=cmd_export)
     return parser
 
 
