@@ -127,6 +127,9 @@ def load_captions(data_dir: str | Path, splits=("train", "val", "test"),
             skips.add("lines without a tab", f"{caption_file.name}:{line_number}")
         elif not caption.strip():
             skips.add("empty captions", f"{caption_file.name}:{line_number}")
+        elif caption.strip() in captions_by_image.get(image_name, ()):
+            # A repeated line would count twice in training and in the BLEU references.
+            skips.add("duplicate captions", f"{caption_file.name}:{line_number}")
         else:
             captions_by_image.setdefault(image_name, []).append(caption.strip())
 

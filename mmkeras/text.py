@@ -14,9 +14,14 @@ START, END = "[start]", "[end]"  # brackets survive nowhere else: standardise st
 
 
 def standardize(captions) -> tf.Tensor:
-    """Lower case, punctuation and symbols to spaces, single spaces; works on any script."""
+    """Lower case, punctuation and symbols to spaces, single spaces; works on any script.
+
+    Chinese characters become words of their own, as BERT's tokenizer does: Chinese is
+    written without spaces, and a whole sentence would otherwise be one "word".
+    """
     text = tf.strings.lower(tf.convert_to_tensor(captions, tf.string), encoding="utf-8")
     text = tf.strings.regex_replace(text, r"[\pP\pS]", " ")
+    text = tf.strings.regex_replace(text, r"(\p{Han})", r" \1 ")
     text = tf.strings.regex_replace(text, r"\s+", " ")
     return tf.strings.strip(text)
 

@@ -1,0 +1,187 @@
+"""What real datasets contain, fed to the loader, the pipeline and the command line.
+
+One messy copy of a small shapes folder holds every case at once, as a scraped dataset
+would; each test states what happens to its case: skipped with a count, converted, or a
+clear error naming the file. Nothing else in the folder is lost along the way.
+"""
+
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from test_cli import run_cli
+
+from mmkeras.dataset import SkippedDataWarning, load_captions
+from mmkeras.errors import UserError
+from mmkeras.pipeline import caption_dataset, decode_image
+from mmkeras.text import build_vectorizer, standardize_list
+
+LONG_CAPTION = " ".join(("a red circle left of a blue square".split() * 63)[:500])
+CHINESE = "一个红色的圆在蓝色方块的左边。"
+
+
+def _save(image: Image.Image, path, **kwargs):
+    image.save(path, **kwargs)
+    return path.name
+
+
+def _messy_images(images):
+    """{file name: caption} for one image of each awkward kind, written into ``images``."""
+    red = Image.new("RGB", (64, 64), (220, 30, 30))
+    jpeg = images / "whole.jpg"
+    red.save(jpeg, quality=90)
+    (images / "truncated.jpg").write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 2])
+    (images / "empty.jpg").write_bytes(b"")
+    deep = np.full((64, 64), 40000, np.uint16)
+    deep[:, :32] = 65535
+    frames = [Image.new("RGB", (64, 64), colour) for colour in ((0, 200, 0), (0, 0, 200))]
+    frames[0].save(images / "animated.gif", save_all=True, append_images=frames[1:])
+    return {
+        "truncated.jpg": "a truncated photo",
+        "empty.jpg": "a file of zero bytes",
+        _save(red, images / "png_named.jpg", format="PNG"): "a png named jpg",
+        _save(red.convert("L"), images / "grey.png"): "a grey image",
+        _save(red.convert("RGBA"), images / "rgba.png"): "an image with alpha",
+        _save(Image.fromarray(deep), images / "deep.png"): "a sixteen bit image",
+        "animated.gif": "a green frame then a blue one",
+        _save(Image.new("RGB", (8000, 8000), (10, 10, 200)), images / "huge.png"): "a huge blue image",
+    }
+
+
+@pytest.fixture(scope="module")
+def messy(small_shapes, tmp_path_factory):
+    root = tmp_path_factory.mktemp("messy") / "data"
+    shutil.copytree(small_shapes, root)
+    images = _messy_images(root / "Images")
+    lines = (root / "captions.txt").read_text(encoding="utf-8").splitlines()
+    first_image = lines[0].split("#")[0]
+    lines += [f"{name}#0\t{caption}" for name, caption in images.items()]
+    lines += [
+        "a line with no tab at all",
+        lines[0],  # the first caption again, word for word
+        f"{first_image}#7\t{LONG_CAPTION}",
+        f"{first_image}#8\t{CHINESE}",
+    ]
+    # Windows line endings and a byte-order mark, as Notepad writes them.
+    (root / "captions.txt").write_bytes("\ufeff".encode() + "\r\n".join(lines).encode() + b"\r\n")
+    train_names = (root / "train.txt").read_text().split()
+    (root / "train.txt").write_text("\r\n".join(train_names + list(images)) + "\r\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits = load_captions(root)
+    skipped = [str(w.message) for w in caught if issubclass(w.category, SkippedDataWarning)]
+    assert len(skipped) == 1, "everything left out is reported in one warning"
+    return root, splits, skipped[0], first_image
+
+
+def _train_names(splits):
+    return {path.rsplit("/", 1)[-1]: captions
+            for path, captions in zip(splits["train"].image_paths, splits["train"].captions)}
+
+
+def test_nothing_usable_is_lost(messy, small_shapes):
+    _, splits, _, _ = messy
+    clean = load_captions(small_shapes)
+    assert len(splits["train"]) == len(clean["train"]) + 6  # 8 awkward images, 2 unusable
+    assert len(splits["val"]) == len(clean["val"]) and len(splits["test"]) == len(clean["test"])
+
+
+def test_truncated_and_zero_byte_images_are_skipped_with_a_count(messy):
+    _, splits, skipped, _ = messy
+    assert "2 images that cannot be used" in skipped
+    assert "truncated.jpg: does not decode" in skipped and "empty.jpg: does not decode" in skipped
+    assert not {"truncated.jpg", "empty.jpg"} & set(_train_names(splits))
+
+
+@pytest.mark.parametrize("name", ["png_named.jpg", "grey.png", "rgba.png", "deep.png",
+                                  "animated.gif", "huge.png"])
+def test_other_formats_and_sizes_are_converted_to_rgb_of_the_model_size(messy, name):
+    root, splits, _, _ = messy
+    assert name in _train_names(splits)
+    image = decode_image(tf.io.read_file(str(root / "Images" / name)), 64).numpy()
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+
+
+def test_conversions_keep_the_colours(messy):
+    root = messy[0]
+
+    def pixel(name, x=48):
+        return decode_image(tf.io.read_file(str(root / "Images" / name)), 64).numpy()[32, x]
+
+    assert pixel("png_named.jpg").tolist() == [220, 30, 30]
+    assert len(set(pixel("grey.png").tolist())) == 1, "grey becomes three equal channels"
+    assert pixel("rgba.png").tolist() == [220, 30, 30], "alpha dropped"
+    assert pixel("deep.png", x=8).tolist() == [255] * 3
+    assert pixel("deep.png", x=56).tolist() == [156] * 3, "16 bits scaled, not cut: 40000/257"
+    assert pixel("animated.gif").tolist() == [0, 200, 0], "the first frame"
+    assert pixel("huge.png").tolist() == [10, 10, 200]
+
+
+def test_windows_line_endings_and_byte_order_mark_are_read_as_text(messy):
+    _, splits, _, first_image = messy
+    captions = _train_names(splits)
+    assert first_image in captions, "the BOM is not part of the first image's name"
+    assert all("\r" not in c for refs in captions.values() for c in refs)
+    assert captions["grey.png"] == ["a grey image"]
+
+
+def test_line_without_tab_and_duplicate_line_are_skipped_with_a_count(messy):
+    _, splits, skipped, first_image = messy
+    assert "1 lines without a tab (captions.txt:" in skipped
+    assert "1 duplicate captions (captions.txt:" in skipped
+    references = _train_names(splits)[first_image]
+    assert len(references) == len(set(references)) == 7  # its 5, the long one and the Chinese
+
+
+def test_a_500_word_caption_is_kept_and_cut_to_the_model_length(messy):
+    _, splits, _, first_image = messy
+    assert LONG_CAPTION in _train_names(splits)[first_image]
+    assert len(LONG_CAPTION.split()) == 500
+    vectorizer = build_vectorizer([LONG_CAPTION, "a red circle"], max_caption_length=12)
+    batch = next(iter(caption_dataset(splits["train"], vectorizer, 64, batch_size=4)))
+    assert batch[0]["caption_in"].shape == (4, 13) and batch[1].shape == (4, 13)
+
+
+def test_chinese_captions_become_one_word_per_character(messy):
+    _, splits, _, first_image = messy
+    assert CHINESE in _train_names(splits)[first_image]
+    assert standardize_list([CHINESE]) == ["一 个 红 色 的 圆 在 蓝 色 方 块 的 左 边"]
+    vocabulary = build_vectorizer([CHINESE], max_caption_length=16).get_vocabulary()
+    assert {"红", "圆", "蓝"} <= set(vocabulary)
+
+
+def test_the_messy_folder_trains_from_the_command_line(messy, tmp_path):
+    root = messy[0]
+    completed = run_cli("train", "--data", root, "--epochs", 1, "--batch-size", 16,
+                        "--decoder", "init", "--out", tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "warning:" in completed.stderr and "skipped 1 lines without a tab" in completed.stderr
+    assert "2 images that cannot be used" in completed.stderr
+    assert (tmp_path / "model.keras").is_file()
+
+
+def test_caption_file_that_is_not_utf8_is_an_error_from_the_command_line(small_shapes, tmp_path):
+    root = tmp_path / "latin1"
+    shutil.copytree(small_shapes, root)
+    text = (root / "captions.txt").read_text() + "test_00000.png#5\tun cercle à gauche\n"
+    (root / "captions.txt").write_bytes(text.encode("latin-1"))
+    with pytest.raises(UserError, match="captions.txt: not UTF-8 text"):
+        load_captions(root)
+    completed = run_cli("train", "--data", root, "--epochs", 1, "--out", tmp_path / "run")
+    assert completed.returncode == 2
+    assert "captions.txt: not UTF-8 text" in completed.stderr and "re-save it as UTF-8" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_caption_command_names_the_unusable_image(messy, tmp_path):
+    root = messy[0]
+    model = tmp_path / "model.keras"  # never reached: the images are checked first
+    for name in ("empty.jpg", "truncated.jpg"):
+        completed = run_cli("caption", "--model", model, root / "Images" / name)
+        assert completed.returncode == 2
+        assert f"{name}: does not decode" in completed.stderr
+        assert "expected an image file (BMP, GIF, JPEG, PNG)" in completed.stderr
