@@ -4,8 +4,8 @@ from mmkeras import text
 
 
 def test_standardize_lowers_and_strips_punctuation_in_any_script():
-    assert text.standardize_list(["A Red,  CIRCLE!", " 你好，世界。", "it's -- fine"]) == [
-        "a red circle", "你好 世界", "it s fine"]
+    assert text.standardize_list(["A Red,  CIRCLE!", " 你好，世界。", "it's -- fine", "Красный КРУГ."]) == [
+        "a red circle", "你 好 世 界", "it s fine", "красный круг"]
 
 
 def test_start_and_end_tokens_survive_and_user_brackets_do_not():
