@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from mmkeras.errors import UserError
+from mmkeras.flickr8k import MIRROR as FLICKR8K_MIRROR
 from mmkeras.training_config import TrainConfig
 
 
@@ -37,6 +38,17 @@ def cmd_data(args) -> int:
                                  cogent=args.cogent)
     out = shapes.generate(args.out, config)
     print(f"wrote {config.num_train + config.num_val + config.num_test} images to {out}")
+    return 0
+
+
+def cmd_flickr8k(args) -> int:
+    from mmkeras import flickr8k
+    from mmkeras.download import Archive
+    mirror = args.mirror.rstrip("/")
+    archives = tuple(Archive(f"{mirror}/{a.name}", a.md5) for a in flickr8k.ARCHIVES)
+    out = flickr8k.prepare(args.out, archives, keep_archives=args.keep_archives)
+    print(f"Flickr8k is ready in {out}; train on it with "
+          f"`python -m mmkeras train --data {out} --backbone MobileNetV2`")
     return 0
 
 
@@ -130,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     shapes.add_argument("--cogent", action="store_true",
                         help="hold five colour-shape pairs out of train and val")
     shapes.set_defaults(run=cmd_data)
+    flickr = data_kinds.add_parser("flickr8k", help="download and unpack Flickr8k (1.1 GB)")
+    flickr.add_argument("--out", required=True, help="folder to unpack into")
+    flickr.add_argument("--mirror", default=FLICKR8K_MIRROR,
+                        help="URL (or file:// folder) holding Flickr8k_Dataset.zip and "
+                             "Flickr8k_text.zip; their checksums are checked either way")
+    flickr.add_argument("--keep-archives", action="store_true",
+                        help="keep the zip files after unpacking")
+    flickr.set_defaults(run=cmd_flickr8k)
 
     train = commands.add_parser("train", help="train a caption model, then score it on the test split")
     train.add_argument("--data", default="shapes",

@@ -7,6 +7,7 @@ split listing image names. Introduced in ``01_preprocessing.ipynb``.
 
 from __future__ import annotations
 
+import json
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from mmkeras.errors import UserError
 # (our name, the original Flickr8k release's name), first found wins.
 IMAGE_DIRS = ("Images", "Flicker8k_Dataset")
 CAPTION_FILES = ("captions.txt", "Flickr8k.token.txt")
+# Karpathy's split of Flickr8k, with its captions; when present, it wins over the files below.
+KARPATHY_SPLIT = "dataset_flickr8k.json"
 SPLIT_FILES = {
     "train": ("train.txt", "Flickr_8k.trainImages.txt"),
     "val": ("val.txt", "Flickr_8k.devImages.txt"),
@@ -56,12 +59,15 @@ def _first_existing(root: Path, names: tuple[str, ...], what: str) -> Path:
     raise UserError(f"{root}: no {what} found; expected one of {', '.join(names)}")
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        return path.read_bytes().decode("utf-8-sig")  # -sig: a byte-order mark is not text
     except UnicodeDecodeError as error:
         raise UserError(f"{path}: not UTF-8 text ({error}); re-save it as UTF-8") from None
-    return text.splitlines()
+
+
+def _read_lines(path: Path) -> list[str]:
+    return _read_text(path).splitlines()
 
 
 def image_problem(path: Path) -> str | None:
@@ -114,30 +120,22 @@ def load_captions(data_dir: str | Path, splits=("train", "val", "test"),
         raise UserError(f"{root}: the data folder is empty; expected Images/, captions.txt "
                         "and train.txt, val.txt, test.txt")
     image_dir = _first_existing(root, IMAGE_DIRS, "image folder")
-    caption_file = _first_existing(root, CAPTION_FILES, "caption file")
     skips = _Skips()
-
-    captions_by_image: dict[str, list[str]] = {}
-    for line_number, line in enumerate(_read_lines(caption_file), start=1):
-        if not line.strip():
-            continue
-        key, tab, caption = line.partition("\t")
-        image_name = key.rsplit("#", 1)[0].strip()
-        if not tab:
-            skips.add("lines without a tab", f"{caption_file.name}:{line_number}")
-        elif not caption.strip():
-            skips.add("empty captions", f"{caption_file.name}:{line_number}")
-        elif caption.strip() in captions_by_image.get(image_name, ()):
-            # A repeated line would count twice in training and in the BLEU references.
-            skips.add("duplicate captions", f"{caption_file.name}:{line_number}")
-        else:
-            captions_by_image.setdefault(image_name, []).append(caption.strip())
+    if (root / KARPATHY_SPLIT).is_file():
+        caption_file = root / KARPATHY_SPLIT
+        captions_by_image, names_by_split = _read_karpathy_split(caption_file, skips)
+    else:
+        caption_file = _first_existing(root, CAPTION_FILES, "caption file")
+        captions_by_image = _read_caption_lines(caption_file, skips)
+        names_by_split = {}
+        for split in splits:
+            split_file = _first_existing(root, SPLIT_FILES[split], f"{split} split list")
+            names_by_split[split] = (split_file, [n.strip() for n in _read_lines(split_file) if n.strip()])
 
     image_root = image_dir.resolve()
     result = {}
     for split in splits:
-        split_file = _first_existing(root, SPLIT_FILES[split], f"{split} split list")
-        names = [n.strip() for n in _read_lines(split_file) if n.strip()]
+        split_file, names = names_by_split[split]
         candidates = []
         for name in dict.fromkeys(names):  # a name listed twice is one image
             path = (image_dir / name).resolve()
@@ -166,6 +164,51 @@ def load_captions(data_dir: str | Path, splits=("train", "val", "test"),
         result[split] = CaptionSplit(split, paths, captions)
     skips.report(root)
     return result
+
+
+def _read_caption_lines(caption_file: Path, skips: _Skips) -> dict[str, list[str]]:
+    """``{image name: captions}`` from ``{image}#{k}<TAB>{caption}`` lines."""
+    captions_by_image: dict[str, list[str]] = {}
+    for line_number, line in enumerate(_read_lines(caption_file), start=1):
+        if not line.strip():
+            continue
+        key, tab, caption = line.partition("\t")
+        image_name = key.rsplit("#", 1)[0].strip()
+        if not tab:
+            skips.add("lines without a tab", f"{caption_file.name}:{line_number}")
+        elif not caption.strip():
+            skips.add("empty captions", f"{caption_file.name}:{line_number}")
+        elif caption.strip() in captions_by_image.get(image_name, ()):
+            # A repeated line would count twice in training and in the BLEU references.
+            skips.add("duplicate captions", f"{caption_file.name}:{line_number}")
+        else:
+            captions_by_image.setdefault(image_name, []).append(caption.strip())
+    return captions_by_image
+
+
+def _read_karpathy_split(path: Path, skips: _Skips):
+    """Captions and the train/val/test split from Karpathy's ``dataset_flickr8k.json``.
+
+    His "restval" images join train, as in the papers that use his split.
+    """
+    try:
+        images = json.loads(_read_text(path))["images"]
+        captions_by_image: dict[str, list[str]] = {}
+        names: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+        for image in images:
+            split = "train" if image["split"] == "restval" else image["split"]
+            name = image["filename"]
+            names[split].append(name)
+            for sentence in image["sentences"]:
+                caption = sentence["raw"].strip()
+                if not caption:
+                    skips.add("empty captions", f"{path.name}: {name}")
+                elif caption not in captions_by_image.get(name, ()):
+                    captions_by_image.setdefault(name, []).append(caption)
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{path}: not Karpathy's split file ({type(error).__name__}: {error}); "
+                        'expected {"images": [{"filename", "split", "sentences": [{"raw"}]}]}') from None
+    return captions_by_image, {split: (path, names_in) for split, names_in in names.items()}
 
 
 def _check_images(paths: list[Path]) -> list[str | None]:
