@@ -48,7 +48,7 @@ def cmd_flickr8k(args) -> int:
     archives = tuple(Archive(f"{mirror}/{a.name}", a.md5) for a in flickr8k.ARCHIVES)
     out = flickr8k.prepare(args.out, archives, keep_archives=args.keep_archives)
     print(f"Flickr8k is ready in {out}; train on it with "
-          f"`python -m mmkeras train --data {out} --backbone MobileNetV2`")
+          f"`python -m mmkeras train --data {out} --backbone MobileNetV2 --image-size 224`")
     return 0
 
 
@@ -57,7 +57,9 @@ def cmd_train(args) -> int:
     from mmkeras.training import train
     config = TrainConfig(data=args.data, decoder=args.decoder, epochs=args.epochs,
                          batch_size=args.batch_size, backbone=args.backbone,
-                         fine_tune=args.fine_tune,
+                         backbone_weights=None if args.backbone_weights == "none" else "imagenet",
+                         fine_tune=args.fine_tune, feature_cache=not args.no_feature_cache,
+                         image_size=args.image_size,
                          all_pairs=args.all_pairs, beam_width=args.beam, seed=args.seed,
                          out=args.out, smoke=args.smoke)
     # Keras' live progress bar is for terminals; logs and CI get one line per epoch.
@@ -73,13 +75,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from mmkeras.dataset import load_captions
+    from mmkeras.dataset import load_splits
     from mmkeras.decoding import CaptionDecoder
     from mmkeras.evaluation import caption_metrics, format_metrics
     from mmkeras.models import load_caption_model
     from mmkeras.pipeline import evaluation_images
     caption_model = load_caption_model(args.model)
-    split = load_captions(args.data, splits=(args.split,))[args.split]
+    split = load_splits(args.data, splits=(args.split,))[args.split]
     image_size = caption_model.input["image"].shape[1]
     hypotheses = CaptionDecoder(caption_model).caption_batches(
         evaluation_images(split, image_size), beam_width=args.beam)
@@ -153,14 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a caption model, then score it on the test split")
     train.add_argument("--data", default="shapes",
-                       help="'shapes' (generated on first use) or a folder in the Flickr8k layout")
+                       help="'shapes' (generated on first use), 'coco' (MS-COCO through "
+                            "tensorflow-datasets) or a folder in the Flickr8k layout")
     train.add_argument("--decoder", choices=("attention", "init"), default="attention",
                        help="attention: show, attend and tell; init: show and tell")
     train.add_argument("--epochs", type=_positive, default=TrainConfig.epochs)
     train.add_argument("--batch-size", type=_positive, default=TrainConfig.batch_size)
     train.add_argument("--backbone", help="a keras.applications model, e.g. MobileNetV2")
+    train.add_argument("--backbone-weights", choices=("imagenet", "none"), default="imagenet",
+                       help="none: random weights (offline checks; no download)")
     train.add_argument("--fine-tune", action="store_true",
                        help="train the backbone's weights too (default: frozen)")
+    train.add_argument("--no-feature-cache", action="store_true",
+                       help="run a frozen backbone every epoch instead of caching its features")
+    train.add_argument("--image-size", type=_positive, default=TrainConfig.image_size,
+                       help="pixels a side the images are resized to (224 suits ImageNet backbones)")
     train.add_argument("--all-pairs", action="store_true",
                        help="train on every (image, caption) pair each epoch")
     train.add_argument("--beam", type=_positive, default=1, help="beam width for the test scores")
@@ -171,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="score a saved model on a data split")
     evaluate.add_argument("--model", required=True, help="a model.keras written by train")
-    evaluate.add_argument("--data", required=True, help="a folder in the Flickr8k layout")
+    evaluate.add_argument("--data", required=True,
+                          help="a folder in the Flickr8k layout, or 'coco'")
     evaluate.add_argument("--split", choices=("train", "val", "test"), default="test")
     evaluate.add_argument("--beam", type=_positive, default=1, help="beam width (1: greedy)")
     evaluate.add_argument("--out", help="also write the metrics to this JSON file")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
@@ -38,11 +39,17 @@ class SkippedDataWarning(UserWarning):
 
 @dataclass
 class CaptionSplit:
-    """One split: ``image_paths[i]`` is described by every caption in ``captions[i]``."""
+    """One split: ``image_paths[i]`` is described by every caption in ``captions[i]``.
+
+    A split streamed from records (MS-COCO, :mod:`mmkeras.coco`) names its images by id in
+    ``image_paths`` and gives them through ``image_source(image_size)``, a ``tf.data``
+    dataset of uint8 images in the same order.
+    """
 
     name: str
     image_paths: list[str]
     captions: list[list[str]]
+    image_source: Callable | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -50,6 +57,14 @@ class CaptionSplit:
     @property
     def num_captions(self) -> int:
         return sum(len(c) for c in self.captions)
+
+
+def load_splits(data: str | Path, splits=("train", "val", "test")) -> dict[str, CaptionSplit]:
+    """``"coco"`` (MS-COCO through tensorflow-datasets), or a folder for :func:`load_captions`."""
+    if str(data) == "coco":
+        from mmkeras.coco import load_coco  # tensorflow-datasets is imported only for COCO
+        return load_coco(splits)
+    return load_captions(data, splits)
 
 
 def _first_existing(root: Path, names: tuple[str, ...], what: str) -> Path:
@@ -197,15 +212,17 @@ def _read_karpathy_split(path: Path, skips: _Skips):
         names: dict[str, list[str]] = {"train": [], "val": [], "test": []}
         for image in images:
             split = "train" if image["split"] == "restval" else image["split"]
-            name = image["filename"]
+            name = str(image["filename"])
             names[split].append(name)
             for sentence in image["sentences"]:
                 caption = sentence["raw"].strip()
                 if not caption:
                     skips.add("empty captions", f"{path.name}: {name}")
-                elif caption not in captions_by_image.get(name, ()):
+                elif caption in captions_by_image.get(name, ()):
+                    skips.add("duplicate captions", f"{path.name}: {name}")
+                else:
                     captions_by_image.setdefault(name, []).append(caption)
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise UserError(f"{path}: not Karpathy's split file ({type(error).__name__}: {error}); "
                         'expected {"images": [{"filename", "split", "sentences": [{"raw"}]}]}') from None
     return captions_by_image, {split: (path, names_in) for split, names_in in names.items()}

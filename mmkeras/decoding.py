@@ -10,7 +10,6 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import ops
 from tqdm.auto import tqdm
 
 from mmkeras.models import decoder_kind, max_caption_length_of, vocabulary_of

@@ -74,7 +74,10 @@ def fetch(archive: Archive, folder: Path, progress: bool = True, timeout: float 
             print(f"resuming {archive.name} at {have / 2**20:.1f} MB")
         elif have:  # the range was ignored: the body starts at byte 0
             print(f"resuming {archive.name} at {have / 2**20:.1f} MB (reading past what is here)")
-            _skip(response, have)
+            if not _skip(response, have):
+                partial.unlink()  # longer than the file itself: not a part of it
+                raise UserError(f"{archive.url}: shorter than the part already downloaded; "
+                                f"deleted {partial.name}, run the command again")
         with open(partial, "ab") as out, tqdm(total=total, initial=have, unit="B", unit_scale=True,
                                               desc=archive.name, disable=None if progress else True) as bar:
             try:
@@ -103,12 +106,14 @@ def _checked(partial: Path, path: Path, archive: Archive) -> Path:
     return path
 
 
-def _skip(response, count: int) -> None:
+def _skip(response, count: int) -> bool:
+    """Read past ``count`` bytes; False if the body ends first."""
     while count:
         block = response.read(min(CHUNK, count))
         if not block:
-            raise UserError(f"{response.geturl()}: shorter than the part already downloaded")
+            return False
         count -= len(block)
+    return True
 
 
 def unpack(zip_path: Path, folder: Path, skip_prefixes: tuple[str, ...] = ("__MACOSX/",)) -> None:

@@ -123,6 +123,7 @@ def export_tflite(caption_model: keras.Model, path) -> Path:
         converter = tf.lite.TFLiteConverter.from_saved_model(staging, signature_keys=["caption_words"])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         flatbuffer = converter.convert()
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     partial.write_bytes(flatbuffer)
     os.replace(partial, path)

@@ -74,14 +74,44 @@ def _backbone_constructor(name: str):
     return constructor
 
 
+def build_backbone(backbone: str, image_size: int = 224, weights: str | None = "imagenet",
+                   fine_tune: bool = False) -> keras.Model:
+    """A ``keras.applications`` model by name, on uint8 images with its own ``preprocess_input``.
+
+    Frozen unless ``fine_tune``: then its features never change, and
+    :mod:`mmkeras.feature_cache` computes them once for all epochs.
+    """
+    images = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
+    x = BackbonePreprocessing(backbone, name="backbone_preprocessing")(images)
+    constructor = _backbone_constructor(backbone)
+    try:
+        base = constructor(include_top=False, weights=weights, input_shape=(image_size, image_size, 3))
+    except Exception as error:  # keras.utils.get_file raises several types when offline
+        if weights is None:
+            raise
+        raise UserError(f"could not load the {weights} weights of {backbone} "
+                        f"({type(error).__name__}: {error}); Keras downloads them on first "
+                        "use into ~/.keras/models, which needs internet access (Colab has "
+                        "it), or copy the file there by hand") from None
+    base.trainable = fine_tune
+    # training=False keeps a frozen backbone's BatchNorm statistics fixed.
+    features = base(x, training=False if not fine_tune else None)
+    model = keras.Model(images, features, name=f"backbone_{backbone.lower()}")
+    model.trainable = fine_tune
+    return model
+
+
 def build_image_encoder(image_size: int = 64, feature_dim: int = 128, backbone: str | None = None,
                         backbone_weights: str | None = "imagenet",
                         fine_tune: bool = False) -> keras.Model:
     """uint8 images to a ``(rows, cols, feature_dim)`` feature map.
 
     With no ``backbone``, a small CNN trained from scratch (right for 64 px shapes);
-    otherwise a ``keras.applications`` model by name, frozen unless ``fine_tune``.
+    otherwise a ``keras.applications`` model by name (a name, or a model from
+    :func:`build_backbone`), frozen unless ``fine_tune``.
     """
+    if isinstance(backbone, keras.Model):
+        image_size = backbone.input_shape[1]
     images = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     if backbone is None:
         x = layers.Rescaling(1 / 255, name="rescale")(images)
@@ -93,23 +123,39 @@ def build_image_encoder(image_size: int = 64, feature_dim: int = 128, backbone: 
             x = layers.Activation("relu")(x)
             x = layers.MaxPooling2D()(x)
     else:
-        x = BackbonePreprocessing(backbone, name="backbone_preprocessing")(images)
-        constructor = _backbone_constructor(backbone)
-        try:
-            base = constructor(include_top=False, weights=backbone_weights,
-                               input_shape=(image_size, image_size, 3))
-        except Exception as error:  # keras.utils.get_file raises several types when offline
-            if backbone_weights is None:
-                raise
-            raise UserError(f"could not load the {backbone_weights} weights of {backbone} "
-                            f"({type(error).__name__}: {error}); Keras downloads them on first "
-                            "use into ~/.keras/models, which needs internet access (Colab has "
-                            "it), or copy the file there by hand") from None
-        base.trainable = fine_tune
-        # training=False keeps a frozen backbone's BatchNorm statistics fixed.
-        x = base(x, training=False if not fine_tune else None)
+        if not isinstance(backbone, keras.Model):
+            backbone = build_backbone(backbone, image_size, backbone_weights, fine_tune)
+        x = backbone(images)
     features = layers.Conv2D(feature_dim, 1, activation="relu", name="feature_projection")(x)
     return keras.Model(images, features, name="image_encoder")
+
+
+def build_feature_encoder(feature_shape, feature_dim: int = 128) -> keras.Model:
+    """The trainable top of a frozen-backbone encoder, on cached backbone features."""
+    features = keras.Input(tuple(feature_shape), name="image")
+    projected = layers.Conv2D(feature_dim, 1, activation="relu", name="feature_projection")(features)
+    return keras.Model(features, projected, name="image_encoder")
+
+
+def with_backbone(feature_caption_model: keras.Model, backbone: keras.Model) -> keras.Model:
+    """The caption model on images: ``backbone`` under a model trained on its cached features.
+
+    The same layers, with the trained weights copied over: what is saved and decoded.
+    """
+    trained = feature_caption_model.get_layer
+    projection = trained("image_encoder").get_layer("feature_projection")
+    encoder = build_image_encoder(feature_dim=projection.filters, backbone=backbone)
+    caption_model = build_caption_model(
+        vocabulary_of(feature_caption_model), max_caption_length_of(feature_caption_model),
+        decoder_kind(feature_caption_model), encoder,
+        embedding_dim=trained("word_embedding").output_dim, units=trained("decoder_lstm").units,
+        dropout=trained("decoder_dropout").rate)
+    caption_model.get_layer("image_encoder").get_layer("feature_projection").set_weights(
+        projection.get_weights())
+    for layer in feature_caption_model.layers:
+        if layer.weights and layer.name != "image_encoder":
+            caption_model.get_layer(layer.name).set_weights(layer.get_weights())
+    return caption_model
 
 
 def build_caption_model(vocabulary: list[str], max_caption_length: int, decoder: str = "attention",
@@ -131,7 +177,8 @@ def build_caption_model(vocabulary: list[str], max_caption_length: int, decoder:
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
     image_encoder = image_encoder or build_image_encoder(image_size)
-    image = keras.Input(image_encoder.input_shape[1:], dtype="uint8", name="image")
+    # uint8 images, or float features of a frozen backbone (mmkeras.feature_cache).
+    image = keras.Input(image_encoder.input_shape[1:], dtype=image_encoder.input.dtype, name="image")
     caption_in = keras.Input((max_caption_length + 1,), dtype="int32", name="caption_in")
 
     feature_map = image_encoder(image)

@@ -12,6 +12,7 @@ from mmkeras.dataset import CaptionSplit
 from mmkeras.text import add_start_end
 
 AUTOTUNE = tf.data.AUTOTUNE
+STREAM_SHUFFLE_BUFFER = 4096
 
 
 def decode_image(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -36,6 +37,17 @@ def image_dataset(paths: list[str], image_size: int, cache: bool = True) -> tf.d
     return images.cache() if cache else images
 
 
+def split_images(split: CaptionSplit, image_size: int, cache: bool = True) -> tf.data.Dataset:
+    """A split's images in order: decoded from its files, or streamed from its records.
+
+    Streamed splits (MS-COCO) are never cached in memory: they would not fit.
+    """
+    if split.image_source is not None:
+        # Stating the length lets Keras count the steps of an epoch and show its progress.
+        return split.image_source(image_size).apply(tf.data.experimental.assert_cardinality(len(split)))
+    return image_dataset(split.image_paths, image_size, cache)
+
+
 def tokenize_references(split: CaptionSplit, vectorizer: layers.TextVectorization) -> tf.RaggedTensor:
     """All captions of a split as token ids, ``[image, reference, position]`` (ragged)."""
     flat = vectorizer(add_start_end([c for refs in split.captions for c in refs]))
@@ -49,18 +61,26 @@ def teacher_forcing(caption_ids: tf.Tensor):
 
 def caption_dataset(split: CaptionSplit, vectorizer: layers.TextVectorization, image_size: int,
                     batch_size: int = 64, shuffle: bool = True, all_pairs: bool = False,
-                    seed: int | None = None, prefetch: bool = True) -> tf.data.Dataset:
+                    seed: int | None = None, prefetch: bool = True,
+                    images: tf.data.Dataset | None = None) -> tf.data.Dataset:
     """Batches of ``((image, caption_in), caption_out)`` for teacher-forced training.
 
     Each epoch pairs every image with one of its references drawn at random, so an epoch
     costs one pass over the images; ``all_pairs=True`` uses every (image, caption) pair
-    instead, as many tutorials do, which makes an epoch several times longer.
+    instead, as many tutorials do, which makes an epoch several times longer. ``images``
+    replaces the split's decoded image files, in the same order (a frozen backbone's
+    cached features, :mod:`mmkeras.feature_cache`).
     """
-    images = image_dataset(split.image_paths, image_size)
+    # A whole split fits in the shuffle buffer when its images are cached in memory anyway;
+    # streamed images (MS-COCO) and features read from disk get a buffer that fits.
+    streamed = images is not None or split.image_source is not None
+    if images is None:
+        images = split_images(split, image_size)
     references = tf.data.Dataset.from_tensor_slices(tokenize_references(split, vectorizer))
     pairs = tf.data.Dataset.zip(images, references)
     if shuffle:
-        pairs = pairs.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+        buffer = min(len(split), STREAM_SHUFFLE_BUFFER) if streamed else len(split)
+        pairs = pairs.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if all_pairs:
         pairs = pairs.flat_map(lambda image, refs: tf.data.Dataset.from_tensor_slices(refs).map(
             lambda ids: (image, ids)))
@@ -85,4 +105,4 @@ def _pick_one(references: tf.Tensor, seed: int | None) -> tf.Tensor:
 
 def evaluation_images(split: CaptionSplit, image_size: int, batch_size: int = 128) -> tf.data.Dataset:
     """Batched images in file order, for decoding and scoring (no captions, no shuffle)."""
-    return image_dataset(split.image_paths, image_size, cache=False).batch(batch_size).prefetch(AUTOTUNE)
+    return split_images(split, image_size, cache=False).batch(batch_size).prefetch(AUTOTUNE)

@@ -5,9 +5,7 @@ Introduced in ``02_training.ipynb``; ``python -m mmkeras train`` runs :func:`tra
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -24,9 +22,13 @@ from mmkeras.dataset import load_captions
 from mmkeras.decoding import CaptionDecoder
 from mmkeras.evaluation import caption_metrics
 from mmkeras.errors import UserError
-from mmkeras.models import (build_caption_model, build_image_encoder, compile_caption_model,
-                             load_caption_model)
+from mmkeras.feature_cache import cached_features, weights_fingerprint
+from mmkeras.models import (build_backbone, build_caption_model, build_feature_encoder,
+                             build_image_encoder, compile_caption_model, load_caption_model,
+                             with_backbone)
 from mmkeras.pipeline import caption_dataset, evaluation_images
+from mmkeras.resume import (BACKUP, history_rows, keep_history_of_backup, set_stage,
+                            stage_to_resume, start_afresh, training_callbacks, write_json)
 from mmkeras.text import build_vectorizer, caption_lengths, vocabulary_of
 from mmkeras.training_config import TrainConfig
 
@@ -85,22 +87,6 @@ def package_versions() -> dict[str, str]:
             "pycocoevalcap": version("pycocoevalcap")}
 
 
-def training_callbacks(out: Path, patience: int) -> list[keras.callbacks.Callback]:
-    return [
-        # Resumes an interrupted run from its last finished epoch. double_checkpoint keeps the
-        # previous backup too, so a kill in the middle of writing one falls back to the other;
-        # train() deletes the backup itself, only once model.keras is safely written.
-        keras.callbacks.BackupAndRestore(str(out / "backup"), double_checkpoint=True,
-                                         delete_checkpoint=False),
-        keras.callbacks.ModelCheckpoint(str(out / "best.keras"), monitor="val_loss",
-                                        save_best_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
-                                      restore_best_weights=True),
-        keras.callbacks.TensorBoard(str(out / "logs")),
-        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
-    ]
-
-
 def save_atomically(caption_model: keras.Model, path: Path) -> None:
     """Write to a temporary file, then rename: a crash never leaves half a model at ``path``."""
     partial = path.with_name(path.stem + ".partial.keras")
@@ -108,43 +94,6 @@ def save_atomically(caption_model: keras.Model, path: Path) -> None:
     with open(partial, "rb") as written:  # on disk before the rename makes it the model
         os.fsync(written.fileno())
     os.replace(partial, path)
-
-
-# A run's stage, kept in run_state.json so that a run killed at any moment knows on its next
-# start what is left to do: "training" (resume from the backup, if one was written), "trained"
-# (model.keras is final; only the test scores are missing) or "finished".
-RUN_STATE = "run_state.json"
-
-
-def _settings(config: TrainConfig) -> dict:
-    """The settings that must match for a run to be resumed (the folder itself aside)."""
-    return {k: v for k, v in dataclasses.asdict(config).items() if k != "out"}
-
-
-def _write_json(path: Path, content: dict) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(partial, path)
-
-
-def _stage_to_resume(out: Path, config: TrainConfig) -> str | None:
-    """``"training"`` or ``"trained"`` for an unfinished run of ``config`` in ``out``; else None."""
-    try:
-        state = json.loads((out / RUN_STATE).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    if state.get("stage") == "finished":
-        return None
-    if state.get("settings") != _settings(config):
-        changed = sorted(k for k, v in _settings(config).items()
-                         if state.get("settings", {}).get(k) != v)
-        raise UserError(f"{out} holds an unfinished run with other settings ({', '.join(changed)}); "
-                        "run again with the same settings to resume it, or choose another --out")
-    if state["stage"] == "trained" and (out / "model.keras").is_file():
-        return "trained"
-    if state["stage"] == "training" and (out / "backup").is_dir():
-        return "training"
-    return None
 
 
 def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = True,
@@ -161,17 +110,25 @@ def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = Tru
     keras.utils.set_random_seed(config.seed)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    resume = _stage_to_resume(out, config)
+    resume = stage_to_resume(out, config)
+    val_losses = []
     if resume == "training":
         print(f"resuming the interrupted run in {out} from its last backup")
+        val_losses = keep_history_of_backup(out)
     elif resume == "trained":
         print(f"resuming the interrupted run in {out}: training had finished; scoring model.keras")
     else:  # a fresh run: a new history, and no stale backup to restore from
-        (out / "history.csv").unlink(missing_ok=True)
-        shutil.rmtree(out / "backup", ignore_errors=True)
-        _write_json(out / RUN_STATE, {"stage": "training", "settings": _settings(config)})
-    data_dir = resolve_data(config.data, config.smoke, config.seed, progress)
-    splits = load_captions(data_dir)
+        start_afresh(out, config)
+    if config.data == "coco":  # streamed from tensorflow-datasets' records
+        if config.smoke:
+            raise UserError("--smoke is a check on the small shapes data; it cannot shrink "
+                            "MS-COCO's 37.6 GiB download: leave out --data coco or --smoke")
+        from mmkeras.coco import load_coco
+        data_dir = default_data_root() / "coco"  # for the feature cache
+        splits = load_coco(progress=progress)
+    else:
+        data_dir = resolve_data(config.data, config.smoke, config.seed, progress)
+        splits = load_captions(data_dir)
     train_split, val_split, test_split = splits["train"], splits["val"], splits["test"]
 
     train_captions = [c for refs in train_split.captions for c in refs]
@@ -187,31 +144,16 @@ def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = Tru
     if resume == "trained":
         caption_model = load_caption_model(out / "model.keras")
     else:
-        pairs_per_epoch = train_split.num_captions if config.all_pairs else len(train_split)
-        with strategy.scope():
-            image_encoder = build_image_encoder(config.image_size, config.feature_dim,
-                                                config.backbone, fine_tune=config.fine_tune)
-            caption_model = build_caption_model(
-                vocabulary, max_caption_length, config.decoder, image_encoder,
-                embedding_dim=config.embedding_dim, units=config.units, dropout=config.dropout)
-            compile_caption_model(caption_model, config.learning_rate,
-                                  decay_steps=epochs * math.ceil(pairs_per_epoch / batch_size))
-
-        train_data = caption_dataset(train_split, vectorizer, config.image_size, batch_size,
-                                     all_pairs=config.all_pairs, seed=config.seed)
-        val_data = caption_dataset(val_split, vectorizer, config.image_size, batch_size,
-                                   shuffle=False, seed=config.seed)
         fit_started = time.perf_counter()
-        caption_model.fit(train_data, validation_data=val_data, epochs=epochs,
-                          callbacks=training_callbacks(out, config.patience) + list(callbacks),
-                          verbose=verbose,
-                          shuffle=False)  # the dataset shuffles itself; fit cannot
+        callbacks = training_callbacks(out, config.patience, val_losses) + list(callbacks)
+        caption_model = _fit(config, data_dir, train_split, val_split, vectorizer, max_caption_length,
+                             strategy, batch_size, epochs, callbacks, verbose, progress)
         fit_seconds = time.perf_counter() - fit_started
         save_atomically(caption_model, out / "model.keras")
         # In this order: a kill between the two lines resumes from the backup, and only
         # saves model.keras again.
-        _write_json(out / RUN_STATE, {"stage": "trained", "settings": _settings(config)})
-        shutil.rmtree(out / "backup", ignore_errors=True)
+        set_stage(out, config, "trained")
+        shutil.rmtree(out / BACKUP, ignore_errors=True)
 
     decoder = CaptionDecoder(caption_model)
     hypotheses = decoder.caption_batches(evaluation_images(test_split, config.image_size),
@@ -220,22 +162,57 @@ def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = Tru
 
     run = {"config": dataclasses.asdict(config), "data_dir": str(data_dir),
            "max_caption_length": max_caption_length, "vocabulary_size": len(vocabulary),
-           "train_images": len(train_split), "epochs_run": _epochs_in(out / "history.csv"),
+           "train_images": len(train_split), "epochs_run": len(history_rows(out / "history.csv")),
            "fit_seconds": round(fit_seconds, 1),
            "total_seconds": round(time.perf_counter() - started, 1),
            "devices": [d.name for d in tf.config.list_logical_devices()],
            "replicas": strategy.num_replicas_in_sync, "global_batch_size": batch_size,
            "versions": package_versions()}
-    _write_json(out / "config.json", run)
-    _write_json(out / "metrics.json", metrics)
-    _write_json(out / RUN_STATE, {"stage": "finished", "settings": _settings(config)})
+    write_json(out / "config.json", run)
+    write_json(out / "metrics.json", metrics)
+    set_stage(out, config, "finished")
     return {"metrics": metrics, "run": run, "model": caption_model,
             "examples": list(zip(test_split.image_paths[:5], hypotheses[:5]))}
 
 
-def _epochs_in(history_csv: Path) -> int:
-    with open(history_csv, newline="") as handle:
-        return sum(1 for _ in csv.DictReader(handle))
+def _fit(config: TrainConfig, data_dir: Path, train_split, val_split, vectorizer,
+         max_caption_length: int, strategy, batch_size: int, epochs: int, callbacks, verbose,
+         progress: bool) -> keras.Model:
+    """Build, compile and fit the caption model; return it, taking uint8 images."""
+    vocabulary = vocabulary_of(vectorizer)
+    pairs_per_epoch = train_split.num_captions if config.all_pairs else len(train_split)
+    # A frozen backbone gives the same features every epoch: train on them, cached.
+    cache_features = bool(config.backbone and not config.fine_tune and config.feature_cache)
+    with strategy.scope():
+        if cache_features:
+            backbone = build_backbone(config.backbone, config.image_size, config.backbone_weights)
+            image_encoder = build_feature_encoder(backbone.output_shape[1:], config.feature_dim)
+        else:
+            image_encoder = build_image_encoder(config.image_size, config.feature_dim,
+                                                config.backbone, config.backbone_weights,
+                                                fine_tune=config.fine_tune)
+        caption_model = build_caption_model(
+            vocabulary, max_caption_length, config.decoder, image_encoder,
+            embedding_dim=config.embedding_dim, units=config.units, dropout=config.dropout)
+        compile_caption_model(caption_model, config.learning_rate,
+                              decay_steps=epochs * math.ceil(pairs_per_epoch / batch_size))
+
+    train_images = val_images = None
+    if cache_features:
+        cache_dir = (data_dir / "features" /
+                     f"{backbone.name}-{config.image_size}px-{weights_fingerprint(backbone)}")
+        train_images = cached_features(backbone, train_split, cache_dir, progress=progress)
+        val_images = cached_features(backbone, val_split, cache_dir, progress=progress)
+    train_data = caption_dataset(train_split, vectorizer, config.image_size, batch_size,
+                                 all_pairs=config.all_pairs, seed=config.seed, images=train_images)
+    val_data = caption_dataset(val_split, vectorizer, config.image_size, batch_size,
+                               shuffle=False, seed=config.seed, images=val_images)
+    caption_model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks,
+                      verbose=verbose,
+                      shuffle=False)  # the dataset shuffles itself; fit cannot
+    if cache_features:  # the backbone goes back under the trained layers: images in
+        caption_model = with_backbone(caption_model, backbone)
+    return caption_model
 
 
 def training_speed(caption_model: keras.Model, data: tf.data.Dataset, steps: int = 20) -> float:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class TrainConfig:
     """Every setting of a training run; saved as ``config.json`` beside the model."""
 
-    data: str = "shapes"  # "shapes" (generated on first use) or a folder in the Flickr8k layout
+    data: str = "shapes"  # "shapes" (generated on first use), "coco", or a folder in the Flickr8k layout
     decoder: str = "attention"
     epochs: int = 15
     out: str = "runs/caption"
@@ -22,8 +22,10 @@ class TrainConfig:
     image_size: int = 64
     max_caption_length: int = 0  # 0: the longest training caption, capped at 40 words
     all_pairs: bool = False
-    backbone: str | None = None
+    backbone: str | None = None  # a keras.applications model, e.g. "MobileNetV2"
+    backbone_weights: str | None = "imagenet"  # None: random weights (tests, offline)
     fine_tune: bool = False
+    feature_cache: bool = True  # a frozen backbone's features computed once, read from disk
     patience: int = 4
     beam_width: int = 1  # for the final test-split evaluation
     seed: int = 0

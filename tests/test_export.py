@@ -1,6 +1,5 @@
 """`python -m mmkeras export`: a SavedModel that captions image bytes without mmkeras, and TF Lite."""
 
-import io
 import json
 import subprocess
 import sys

@@ -132,7 +132,7 @@ def test_a_broken_http_transfer_resumes_with_a_range_request(mirror, tmp_path, c
     finally:
         server.shutdown()
     assert _FlakyRangeServer.requests == [0, kept], "the second request asks only for the rest"
-    assert f"resuming Flickr8k_Dataset.zip at" in capsys.readouterr().out
+    assert "resuming Flickr8k_Dataset.zip at" in capsys.readouterr().out
     assert _md5(path) == archives[0].md5
 
 

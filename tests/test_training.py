@@ -10,8 +10,12 @@ import keras
 import pytest
 from test_cli import run_cli
 
+import numpy as np
+
 from mmkeras import shapes, training
 from mmkeras.errors import UserError
+from mmkeras.resume import (ResumedEarlyStopping, backup_epochs, keep_history_of_backup, set_stage,
+                            stage_to_resume)
 from mmkeras.training import save_atomically, train
 from mmkeras.training_config import TrainConfig
 
@@ -116,17 +120,16 @@ def test_a_run_killed_mid_epoch_resumes_from_its_backup(kill_test_data, tmp_path
     command = [sys.executable, "-m", "mmkeras", *map(str, _train_args(kill_test_data, out))]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 300
-    # Wait for the first epoch's backup and history row, then kill inside the second epoch
-    # (an epoch of 40 batches takes seconds here; 0.3 s in, it is mid-epoch).
-    while not ((out / "history.csv").is_file() and _epochs(out)):
+    # Wait for the first epoch's backup, then kill at once: inside the second epoch (an epoch
+    # of 40 batches takes seconds on a CPU).
+    while backup_epochs(out) != 1:
         assert first.poll() is None, first.stdout.read().decode()[-3000:]
         assert time.monotonic() < deadline, "the first epoch never finished"
-        time.sleep(0.05)
-    time.sleep(0.3)
+        time.sleep(0.02)
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert first.returncode == -signal.SIGKILL
-    assert _epochs(out) == [0], "killed during the second epoch"
+    assert _epochs(out) == [0], "killed before the second epoch ended"
     assert not (out / "model.keras").exists()
 
     second = run_cli(*_train_args(kill_test_data, out))
@@ -137,3 +140,49 @@ def test_a_run_killed_mid_epoch_resumes_from_its_backup(kill_test_data, tmp_path
     assert not (out / "backup").exists()
     assert json.loads((out / "metrics.json").read_text())["n_images"] == 32
     keras.saving.load_model(out / "model.keras", safe_mode=True)
+
+
+def test_a_run_killed_before_saving_anything_does_not_hold_the_folder(tmp_path):
+    set_stage(tmp_path, TrainConfig(decoder="init", out=str(tmp_path)), "training")  # then killed
+    other = TrainConfig(smoke=True, decoder="attention", epochs=1, out=str(tmp_path))
+    assert stage_to_resume(tmp_path, other) is None, "nothing to resume: start afresh"
+
+
+def test_a_backup_cut_short_falls_back_to_the_previous_one(tmp_path):
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "training_metadata.json").write_text('{"epoch": 4, "ba')  # killed mid-write
+    (backup / "latest.weights.h5").write_bytes(b"new")
+    (backup / "training_metadata.json.bkp").write_text('{"epoch": 3, "batch": 0}')
+    (backup / "latest.weights.h5.bkp").write_bytes(b"old")
+    assert backup_epochs(tmp_path) == 3
+    assert (backup / "latest.weights.h5").read_bytes() == b"old"
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 3
+
+
+def test_history_is_cut_to_the_epochs_in_the_backup(tmp_path):
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "backup" / "training_metadata.json").write_text('{"epoch": 2, "batch": 0}')
+    rows = "".join(f"{e},0.{9 - e},0.{8 - e}\n" for e in range(3))
+    (tmp_path / "history.csv").write_text("epoch,loss,val_loss\n" + rows)
+    assert keep_history_of_backup(tmp_path) == [0.8, 0.7]
+    assert _epochs(tmp_path) == [0, 1], "epoch 2 was written but not backed up: it runs again"
+
+
+def test_early_stopping_remembers_the_best_epoch_before_the_interruption(tmp_path, caption_model):
+    caption_model.save(tmp_path / "best.keras")
+    callback = ResumedEarlyStopping([0.5, 0.3, 0.4], tmp_path / "best.keras", monitor="val_loss",
+                                    patience=4, restore_best_weights=True)
+    callback.on_train_begin()
+    assert (callback.best, callback.best_epoch, callback.wait) == (0.3, 1, 1)
+    for kept, saved in zip(callback.best_weights, caption_model.get_weights()):
+        np.testing.assert_array_equal(kept, saved)
+
+
+def test_an_unreadable_best_model_leaves_early_stopping_without_memory(tmp_path, capsys):
+    (tmp_path / "best.keras").write_bytes(b"cut short by the kill")
+    callback = ResumedEarlyStopping([0.5, 0.3], tmp_path / "best.keras", monitor="val_loss",
+                                    restore_best_weights=True)
+    callback.on_train_begin()
+    assert callback.best is None and callback.best_weights is None
+    assert "best.keras could not be read" in capsys.readouterr().out

@@ -1,0 +1,167 @@
+"""Picking up a training run that was killed: which stage it reached, and its callbacks' memory.
+
+A run may be killed at any moment (a Colab disconnect, ``kill -9``, the out-of-memory
+killer). ``run_state.json`` records its stage: ``"training"`` (resume from the backup
+Keras' ``BackupAndRestore`` writes after every epoch), ``"trained"`` (``model.keras`` is
+final; only the test scores are missing) or ``"finished"``. The callbacks that remember
+the best epoch so far are given back that memory from ``history.csv`` and ``best.keras``,
+so that a resumed run ends with the model an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from mmkeras.errors import UserError
+from mmkeras.training_config import TrainConfig
+
+RUN_STATE = "run_state.json"
+BACKUP = "backup"
+BACKUP_METADATA = "training_metadata.json"  # BackupAndRestore's own names
+BACKUP_WEIGHTS = "latest.weights.h5"
+
+
+def write_json(path: Path, content: dict) -> None:
+    """Write ``content`` to a temporary file, then rename: never half a file at ``path``."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+def settings(config: TrainConfig) -> dict:
+    """The settings that must match for a run to be resumed (the folder itself aside)."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k != "out"}
+
+
+def set_stage(out: Path, config: TrainConfig, stage: str) -> None:
+    write_json(out / RUN_STATE, {"stage": stage, "settings": settings(config)})
+
+
+def stage_to_resume(out: Path, config: TrainConfig) -> str | None:
+    """``"training"`` or ``"trained"`` for an unfinished run of ``config`` in ``out``, else None.
+
+    A run killed before it saved anything has nothing to resume: it starts afresh, whatever
+    its settings. One that has is resumed only with the same settings.
+    """
+    try:
+        state = json.loads((out / RUN_STATE).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if state.get("stage") == "trained" and (out / "model.keras").is_file():
+        stage = "trained"
+    elif state.get("stage") == "training" and backup_epochs(out) is not None:
+        stage = "training"
+    else:
+        return None
+    if state.get("settings") != settings(config):
+        changed = sorted(k for k, v in settings(config).items() if state.get("settings", {}).get(k) != v)
+        raise UserError(f"{out} holds an unfinished run with other settings ({', '.join(changed)}); "
+                        "run again with the same settings to resume it, or choose another --out")
+    return stage
+
+
+def backup_epochs(out: Path) -> int | None:
+    """Epochs finished in the backup, or None if there is no usable one.
+
+    Keras falls back to the previous backup when the weights file is damaged, but not
+    when its small metadata file is: a kill while that was written is handled here.
+    """
+    backup = out / BACKUP
+    for suffix in ("", ".bkp"):
+        try:
+            epochs = int(json.loads((backup / (BACKUP_METADATA + suffix)).read_text())["epoch"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            continue
+        if suffix:  # the current pair is damaged: make the previous one current again
+            shutil.copy(backup / (BACKUP_WEIGHTS + suffix), backup / BACKUP_WEIGHTS)
+            shutil.copy(backup / (BACKUP_METADATA + suffix), backup / BACKUP_METADATA)
+        return epochs
+    return None
+
+
+def start_afresh(out: Path, config: TrainConfig) -> None:
+    (out / "history.csv").unlink(missing_ok=True)
+    shutil.rmtree(out / BACKUP, ignore_errors=True)
+    set_stage(out, config, "training")
+
+
+def history_rows(history_csv: Path) -> list[dict]:
+    try:
+        with open(history_csv, newline="") as handle:
+            return list(csv.DictReader(handle))
+    except FileNotFoundError:
+        return []
+
+
+def keep_history_of_backup(out: Path) -> list[float]:
+    """Cut ``history.csv`` to the epochs in the backup; their validation losses.
+
+    The history row of an epoch is written before its backup, so a kill between the two
+    leaves one row more than the backup holds; that epoch runs again and writes it again.
+    """
+    history_csv = out / "history.csv"
+    rows = history_rows(history_csv)[: backup_epochs(out) or 0]
+    if rows:
+        with open(history_csv, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        history_csv.unlink(missing_ok=True)
+    return [float(row["val_loss"]) for row in rows]
+
+
+class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping that remembers the best epoch from before an interruption.
+
+    ``val_losses`` are the epochs already run; ``best_model`` holds the weights of the
+    best of them (``ModelCheckpoint``'s ``best.keras``).
+    """
+
+    def __init__(self, val_losses: list[float], best_model: Path, **kwargs):
+        super().__init__(**kwargs)
+        self.val_losses, self.best_model = list(val_losses), Path(best_model)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if not self.val_losses:
+            return
+        try:
+            best_weights = keras.saving.load_model(self.best_model, safe_mode=True).get_weights()
+        except Exception:  # missing, or cut short by the kill: keep no memory rather than a wrong one
+            print(f"warning: {self.best_model} could not be read; the best epoch is counted "
+                  "from the resumed epochs only")
+            return
+        best = int(np.argmin(self.val_losses))
+        self.best, self.best_epoch = self.val_losses[best], best
+        self.wait = len(self.val_losses) - 1 - best
+        if self.restore_best_weights:
+            self.best_weights = best_weights
+
+
+def training_callbacks(out: Path, patience: int, val_losses: list[float] = ()) -> list[keras.callbacks.Callback]:
+    """The standard callbacks; ``val_losses`` of the epochs already run, when resuming."""
+    best_so_far = min(val_losses) if val_losses else None
+    return [
+        # The history row and the best model of an epoch are written before its backup:
+        # see keep_history_of_backup.
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+        keras.callbacks.ModelCheckpoint(str(out / "best.keras"), monitor="val_loss",
+                                        save_best_only=True, initial_value_threshold=best_so_far),
+        # Resumes an interrupted run from its last finished epoch. double_checkpoint keeps the
+        # previous backup too, so a kill in the middle of writing one falls back to the other;
+        # train() deletes the backup itself, only once model.keras is safely written.
+        keras.callbacks.BackupAndRestore(str(out / BACKUP), double_checkpoint=True,
+                                         delete_checkpoint=False),
+        ResumedEarlyStopping(val_losses, out / "best.keras", monitor="val_loss", patience=patience,
+                             restore_best_weights=True),
+        keras.callbacks.TensorBoard(str(out / "logs")),
+    ]
