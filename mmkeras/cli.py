@@ -155,8 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a caption model, then score it on the test split")
     train.add_argument("--data", default="shapes",
-                       help="'shapes' (generated on first use), 'coco' (MS-COCO through "
-                            "tensorflow-datasets) or a folder in the Flickr8k layout")
+                       help="'shapes' (generated on first use), 'flickr8k' (downloaded on "
+                            "first use), 'coco' (MS-COCO through tensorflow-datasets) or a "
+                            "folder in the Flickr8k layout")
     train.add_argument("--decoder", choices=("attention", "init"), default="attention",
                        help="attention: show, attend and tell; init: show and tell")
     train.add_argument("--epochs", type=_positive, default=TrainConfig.epochs)

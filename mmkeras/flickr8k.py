@@ -24,7 +24,7 @@ EXPECTED = ("Flicker8k_Dataset", "Flickr8k.token.txt", "Flickr_8k.trainImages.tx
             "Flickr_8k.devImages.txt", "Flickr_8k.testImages.txt")
 
 
-def prepare(out, archives: tuple[Archive, ...] = ARCHIVES, keep_archives: bool = False,
+def prepare(out, archives: tuple[Archive, ...] | None = None, keep_archives: bool = False,
             progress: bool = True) -> Path:
     """Download, check and unpack Flickr8k into ``out``; a second call finds it done.
 
@@ -33,7 +33,7 @@ def prepare(out, archives: tuple[Archive, ...] = ARCHIVES, keep_archives: bool =
     """
     out = Path(out)
     downloads = out / "downloads"
-    for archive in archives:
+    for archive in archives or ARCHIVES:
         done = out / f".unpacked-{archive.name}"
         if done.is_file() and done.read_text() == archive.md5:
             continue

@@ -59,12 +59,45 @@ def shapes_data(config: shapes.ShapesConfig = shapes.ShapesConfig(), progress: b
     return shapes.ensure(default_data_root() / name, config, progress=progress)
 
 
+# The named datasets, and what to train on each unless told otherwise: photos need a
+# pretrained encoder, at the size it was trained at.
+DATASETS = {
+    "shapes": {"image_size": 64, "backbone": None},
+    "flickr8k": {"image_size": 224, "backbone": "MobileNetV2"},
+    "coco": {"image_size": 224, "backbone": "MobileNetV2"},
+}
+
+
 def resolve_data(data: str, smoke: bool = False, seed: int = 0, progress: bool = True) -> Path:
     """``"shapes"`` to the generated dataset's folder (drawing it if need be); else the path."""
     if data != "shapes":
         return Path(data)
     config = dataclasses.replace(SMOKE_SHAPES if smoke else shapes.ShapesConfig(), seed=seed)
     return shapes_data(config, progress)
+
+
+def load_dataset(data: str, smoke: bool = False, seed: int = 0, progress: bool = True,
+                 shapes_config: shapes.ShapesConfig | None = None) -> tuple[Path, dict]:
+    """``(folder, {split: CaptionSplit})`` for ``"shapes"``, ``"flickr8k"``, ``"coco"`` or a folder.
+
+    Shapes Captions are drawn, and Flickr8k downloaded, into :func:`default_data_root` the
+    first time. For COCO the folder only holds the feature cache: its records live in
+    tensorflow-datasets' own folder.
+    """
+    if data == "coco":  # streamed from tensorflow-datasets' records
+        if smoke:
+            raise UserError("--smoke is a check on the small shapes data; it cannot shrink "
+                            "MS-COCO's 37.6 GiB download: leave out --data coco or --smoke")
+        from mmkeras.coco import load_coco
+        return default_data_root() / "coco", load_coco(progress=progress)
+    if data == "flickr8k":
+        from mmkeras import flickr8k
+        folder = flickr8k.prepare(default_data_root() / "flickr8k", progress=progress)
+    elif data == "shapes" and shapes_config is not None:
+        folder = shapes_data(shapes_config, progress)
+    else:
+        folder = resolve_data(data, smoke, seed, progress)
+    return folder, load_captions(folder)
 
 
 def use_gpu_settings() -> tf.distribute.Strategy:
@@ -119,16 +152,7 @@ def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = Tru
         print(f"resuming the interrupted run in {out}: training had finished; scoring model.keras")
     else:  # a fresh run: a new history, and no stale backup to restore from
         start_afresh(out, config)
-    if config.data == "coco":  # streamed from tensorflow-datasets' records
-        if config.smoke:
-            raise UserError("--smoke is a check on the small shapes data; it cannot shrink "
-                            "MS-COCO's 37.6 GiB download: leave out --data coco or --smoke")
-        from mmkeras.coco import load_coco
-        data_dir = default_data_root() / "coco"  # for the feature cache
-        splits = load_coco(progress=progress)
-    else:
-        data_dir = resolve_data(config.data, config.smoke, config.seed, progress)
-        splits = load_captions(data_dir)
+    data_dir, splits = load_dataset(config.data, config.smoke, config.seed, progress)
     train_split, val_split, test_split = splits["train"], splits["val"], splits["test"]
 
     train_captions = [c for refs in train_split.captions for c in refs]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class TrainConfig:
     """Every setting of a training run; saved as ``config.json`` beside the model."""
 
-    data: str = "shapes"  # "shapes" (generated on first use), "coco", or a folder in the Flickr8k layout
+    data: str = "shapes"  # "shapes", "flickr8k", "coco", or a folder in the Flickr8k layout
     decoder: str = "attention"
     epochs: int = 15
     out: str = "runs/caption"

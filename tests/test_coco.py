@@ -72,3 +72,9 @@ def test_train_on_coco_end_to_end(mock_coco, tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["n_images"] == 4
     assert result["run"]["config"]["data"] == "coco"
+
+
+def test_smoke_is_refused_for_coco(tmp_path):
+    from mmkeras.errors import UserError
+    with pytest.raises(UserError, match="--smoke is a check on the small shapes data"):
+        train(TrainConfig(data="coco", smoke=True, out=str(tmp_path)), verbose=0, progress=False)

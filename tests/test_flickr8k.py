@@ -178,3 +178,11 @@ def test_a_damaged_karpathy_file_names_itself(with_karpathy_split):
     (with_karpathy_split / KARPATHY_SPLIT).write_text('{"images": [{"filename": "x.jpg"}]}')
     with pytest.raises(UserError, match=r"dataset_flickr8k.json: not Karpathy's split file \(KeyError"):
         load_captions(with_karpathy_split)
+
+
+def test_train_data_flickr8k_downloads_into_the_data_root(mirror, monkeypatch, data_root):
+    from mmkeras.training import load_dataset
+    monkeypatch.setattr(flickr8k, "ARCHIVES", mirror[1])
+    folder, splits = load_dataset("flickr8k", progress=False)
+    assert folder == data_root / "flickr8k"
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [8, 2, 2]
