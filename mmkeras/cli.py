@@ -58,7 +58,8 @@ def cmd_train(args) -> int:
     config = TrainConfig(data=args.data, decoder=args.decoder, epochs=args.epochs,
                          batch_size=args.batch_size, backbone=args.backbone,
                          backbone_weights=None if args.backbone_weights == "none" else "imagenet",
-                         fine_tune=args.fine_tune, feature_cache=not args.no_feature_cache,
+                         fine_tune=args.fine_tune, fine_tune_layers=args.fine_tune_layers,
+                         feature_cache=not args.no_feature_cache,
                          image_size=args.image_size,
                          all_pairs=args.all_pairs, beam_width=args.beam, seed=args.seed,
                          out=args.out, smoke=args.smoke)
@@ -166,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--backbone-weights", choices=("imagenet", "none"), default="imagenet",
                        help="none: random weights (offline checks; no download)")
     train.add_argument("--fine-tune", action="store_true",
-                       help="train the backbone's weights too (default: frozen)")
+                       help="train the backbone's top layers too (default: frozen)")
+    train.add_argument("--fine-tune-layers", type=int, default=TrainConfig.fine_tune_layers,
+                       metavar="N", help="with --fine-tune: how many top layers train (0: all)")
     train.add_argument("--no-feature-cache", action="store_true",
                        help="run a frozen backbone every epoch instead of caching its features")
     train.add_argument("--image-size", type=_positive, default=TrainConfig.image_size,

@@ -75,11 +75,13 @@ def _backbone_constructor(name: str):
 
 
 def build_backbone(backbone: str, image_size: int = 224, weights: str | None = "imagenet",
-                   fine_tune: bool = False) -> keras.Model:
+                   fine_tune: bool = False, fine_tune_layers: int = 20) -> keras.Model:
     """A ``keras.applications`` model by name, on uint8 images with its own ``preprocess_input``.
 
     Frozen unless ``fine_tune``: then its features never change, and
-    :mod:`mmkeras.feature_cache` computes them once for all epochs.
+    :mod:`mmkeras.feature_cache` computes them once for all epochs. With ``fine_tune``,
+    its top ``fine_tune_layers`` layers train (0: all of them), as the Keras transfer
+    learning guide does it: the lower layers hold generic edges and textures worth keeping.
     """
     images = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     x = BackbonePreprocessing(backbone, name="backbone_preprocessing")(images)
@@ -94,16 +96,23 @@ def build_backbone(backbone: str, image_size: int = 224, weights: str | None = "
                         "use into ~/.keras/models, which needs internet access (Colab has "
                         "it), or copy the file there by hand") from None
     base.trainable = fine_tune
-    # training=False keeps a frozen backbone's BatchNorm statistics fixed.
-    features = base(x, training=False if not fine_tune else None)
+    if fine_tune:
+        trained = base.layers[-fine_tune_layers:] if fine_tune_layers else base.layers
+        for layer in base.layers:
+            # BatchNormalization stays frozen: its statistics, re-estimated on small caption
+            # batches, would wreck the pretrained features.
+            layer.trainable = layer in trained and not isinstance(layer, layers.BatchNormalization)
+    # training=False runs BatchNormalization in inference mode, fine-tuned or not.
+    features = base(x, training=False)
     model = keras.Model(images, features, name=f"backbone_{backbone.lower()}")
-    model.trainable = fine_tune
+    if not fine_tune:  # (setting it True would make every layer trainable again)
+        model.trainable = False
     return model
 
 
 def build_image_encoder(image_size: int = 64, feature_dim: int = 128, backbone: str | None = None,
                         backbone_weights: str | None = "imagenet",
-                        fine_tune: bool = False) -> keras.Model:
+                        fine_tune: bool = False, fine_tune_layers: int = 20) -> keras.Model:
     """uint8 images to a ``(rows, cols, feature_dim)`` feature map.
 
     With no ``backbone``, a small CNN trained from scratch (right for 64 px shapes);
@@ -124,7 +133,8 @@ def build_image_encoder(image_size: int = 64, feature_dim: int = 128, backbone: 
             x = layers.MaxPooling2D()(x)
     else:
         if not isinstance(backbone, keras.Model):
-            backbone = build_backbone(backbone, image_size, backbone_weights, fine_tune)
+            backbone = build_backbone(backbone, image_size, backbone_weights, fine_tune,
+                                      fine_tune_layers)
         x = backbone(images)
     features = layers.Conv2D(feature_dim, 1, activation="relu", name="feature_projection")(x)
     return keras.Model(images, features, name="image_encoder")

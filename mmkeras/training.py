@@ -214,7 +214,7 @@ def _fit(config: TrainConfig, data_dir: Path, train_split, val_split, vectorizer
         else:
             image_encoder = build_image_encoder(config.image_size, config.feature_dim,
                                                 config.backbone, config.backbone_weights,
-                                                fine_tune=config.fine_tune)
+                                                config.fine_tune, config.fine_tune_layers)
         caption_model = build_caption_model(
             vocabulary, max_caption_length, config.decoder, image_encoder,
             embedding_dim=config.embedding_dim, units=config.units, dropout=config.dropout)

@@ -25,6 +25,7 @@ class TrainConfig:
     backbone: str | None = None  # a keras.applications model, e.g. "MobileNetV2"
     backbone_weights: str | None = "imagenet"  # None: random weights (tests, offline)
     fine_tune: bool = False
+    fine_tune_layers: int = 20  # with fine_tune: the backbone's top layers that train (0: all)
     feature_cache: bool = True  # a frozen backbone's features computed once, read from disk
     patience: int = 4
     beam_width: int = 1  # for the final test-split evaluation

@@ -92,3 +92,16 @@ def test_pretrained_weights_that_cannot_download_are_a_user_error(monkeypatch):
     monkeypatch.setattr(file_utils, "get_file", offline)
     with pytest.raises(UserError, match="could not load the imagenet weights of MobileNetV2.*internet"):
         models.build_image_encoder(64, backbone="MobileNetV2", backbone_weights="imagenet")
+
+
+def test_fine_tuning_trains_the_top_layers_only_and_never_batch_norm():
+    frozen = models.build_backbone("MobileNetV2", 64, weights=None)
+    assert frozen.trainable_weights == []
+    tuned = models.build_backbone("MobileNetV2", 64, weights=None, fine_tune=True, fine_tune_layers=10)
+    base = [layer for layer in tuned.layers if isinstance(layer, keras.Model)][0]
+    trainable = [layer for layer in base.layers if layer.trainable and layer.weights]
+    assert trainable, "some layers train"
+    assert all(layer in base.layers[-10:] for layer in trainable), "only the top 10"
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in trainable)
+    everything = models.build_backbone("MobileNetV2", 64, weights=None, fine_tune=True, fine_tune_layers=0)
+    assert len(everything.trainable_weights) > len(tuned.trainable_weights)

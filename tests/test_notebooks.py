@@ -34,3 +34,16 @@ def test_committed_with_outputs_and_integer_execution_counts(path):
 def test_one_smoke_switch_read_from_the_environment(path):
     sources = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"]]
     assert sum('os.environ.get("MMKERAS_SMOKE")' in s for s in sources) == 1
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_one_line_chooses_the_dataset_and_every_choice_is_known(path):
+    from mmkeras.training import DATASETS
+    cells = json.loads(path.read_text())["cells"]
+    sources = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    lines = [line for s in sources for line in s.splitlines() if line.startswith("DATASET = ")]
+    assert lines == ['DATASET = "shapes"'], "one line, committed on the bundled data"
+    overview = "".join(cells[0]["source"])
+    assert all(f'`"{name}"`' in overview for name in DATASETS), "what to expect on each"
+    # Settings follow the choice rather than being written out for the shapes.
+    assert not any("image_size=64" in s or "evaluation_images(test_split, 64)" in s for s in sources)
