@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mmkeras.errors import UserError
 from mmkeras.flickr8k import MIRROR as FLICKR8K_MIRROR
+from mmkeras.task_config import FUSIONS, RetrievalConfig, TaskConfig
 from mmkeras.training_config import TrainConfig
 
 
@@ -129,6 +130,60 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _task_scores(metrics: dict) -> str:
+    """One line per question type (or kind of caption), accuracy beside its chance level."""
+    lines = [f"accuracy {metrics['accuracy']:.3f} on {metrics['n_examples']} test examples "
+             f"(chance, the majority answer per {'type' if metrics['task'] == 'vqa' else 'kind'}: "
+             f"{metrics['chance']:.3f})"]
+    for kind, score in metrics["by_kind"].items():
+        lines.append(f"  {kind:<12} {score['accuracy']:.3f}  (chance {score['chance']:.3f}, "
+                     f"n={score['n']})")
+    return "\n".join(lines)
+
+
+def cmd_task(args) -> int:
+    from mmkeras.classification import train_task
+    config = TaskConfig(task=args.command, data=args.data, fusion=args.fusion, epochs=args.epochs,
+                        batch_size=args.batch_size, train_images=args.train_images,
+                        seed=args.seed, smoke=args.smoke, out=args.out or f"runs/{args.command}")
+    verbose = "auto" if sys.stdout.isatty() else 2
+    result = train_task(config, verbose=verbose)
+    print(f"wrote {Path(config.out) / 'model.keras'}, config.json, history.csv, metrics.json")
+    print(_task_scores(result))
+    return 0
+
+
+def cmd_retrieval(args) -> int:
+    from mmkeras.retrieval import train_retrieval
+    config = RetrievalConfig(data=args.data, epochs=args.epochs, batch_size=args.batch_size,
+                             seed=args.seed, smoke=args.smoke, out=args.out)
+    verbose = "auto" if sys.stdout.isatty() else 2
+    result = train_retrieval(config, verbose=verbose)
+    print(f"wrote {Path(config.out) / 'model.keras'}, config.json, history.csv, metrics.json")
+    print(f"recall on {result['n_images']} test images and their {result['n_captions']} captions "
+          "(chance in brackets):")
+    for direction in ("text_to_image", "image_to_text"):
+        recalls = "  ".join(f"R@{key[1:]} {value:.3f} ({result['chance'][direction][key]:.3f})"
+                            for key, value in result[direction].items())
+        print(f"  {direction.replace('_', ' '):<14} {recalls}")
+    return 0
+
+
+def cmd_fusion(args) -> int:
+    from mmkeras.classification import compare_fusions, fusion_table
+    fusions = args.fusions.split(",") if args.fusions else list(FUSIONS)
+    unknown = [f for f in fusions if f not in FUSIONS]
+    if unknown:
+        raise UserError(f"--fusions: unknown {', '.join(unknown)}; expected some of {', '.join(FUSIONS)}")
+    rows = compare_fusions(args.task, fusions, args.epochs, args.train_images, args.smoke,
+                           args.seed, args.out, args.data)
+    table = fusion_table(rows)
+    (Path(args.out) / "fusion.md").write_text(table + "\n")
+    print(table)
+    print(f"wrote {Path(args.out) / 'fusion.md'} and fusion.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mmkeras", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -203,6 +258,48 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="folder to write the SavedModel to")
     export.add_argument("--tflite", metavar="FILE", help="also write a TensorFlow Lite model here")
     export.set_defaults(run=cmd_export)
+    for task, help_text in (("vqa", "train and score visual question answering on the shapes"),
+                            ("match", "train and score image-text matching (does this caption "
+                                      "describe this image?)")):
+        command = commands.add_parser(task, help=help_text)
+        command.add_argument("--data", default="shapes",
+                             help="'shapes' or a Shapes Captions folder (questions and false "
+                                  "captions are made from each scene's objects)")
+        command.add_argument("--fusion", choices=FUSIONS, default="attention",
+                             help="how the image and text branches meet")
+        command.add_argument("--epochs", type=_positive, default=TaskConfig.epochs)
+        command.add_argument("--batch-size", type=_positive, default=64)
+        command.add_argument("--train-images", type=_positive, metavar="N",
+                             help="train on the first N training images only")
+        command.add_argument("--seed", type=int, default=0)
+        command.add_argument("--out", help=f"folder for the model and its records (runs/{task})")
+        command.add_argument("--smoke", action="store_true", help="tiny data and 2 epochs")
+        command.set_defaults(run=cmd_task)
+
+    retrieval = commands.add_parser("retrieval", help="train a dual encoder for image-text "
+                                                      "retrieval; recall at 1, 5, 10")
+    retrieval.add_argument("--data", default="shapes",
+                           help="'shapes' or any folder in the Flickr8k layout")
+    retrieval.add_argument("--epochs", type=_positive, default=RetrievalConfig.epochs)
+    retrieval.add_argument("--batch-size", type=_positive, default=RetrievalConfig.batch_size,
+                           help="pairs per batch; every other caption in it is a negative")
+    retrieval.add_argument("--seed", type=int, default=0)
+    retrieval.add_argument("--out", default="runs/retrieval", help="folder for the model and records")
+    retrieval.add_argument("--smoke", action="store_true", help="tiny data and 2 epochs")
+    retrieval.set_defaults(run=cmd_retrieval)
+
+    fusion = commands.add_parser("fusion", help="compare the fusion methods on one task: "
+                                                "accuracy, parameters, time per epoch")
+    fusion.add_argument("--task", choices=("vqa", "match"), default="vqa")
+    fusion.add_argument("--fusions", help=f"comma-separated, from {','.join(FUSIONS)} (default: all)")
+    fusion.add_argument("--epochs", type=_positive, default=6)
+    fusion.add_argument("--data", default="shapes", help="'shapes' or a Shapes Captions folder")
+    fusion.add_argument("--train-images", type=_positive, default=2000, metavar="N",
+                        help="train each on the first N training images")
+    fusion.add_argument("--seed", type=int, default=0)
+    fusion.add_argument("--out", default="runs/fusion", help="folder for the table and each model")
+    fusion.add_argument("--smoke", action="store_true", help="tiny data and 2 epochs")
+    fusion.set_defaults(run=cmd_fusion)
     return parser
 
 

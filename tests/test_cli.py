@@ -16,7 +16,8 @@ def run_cli(*args, env_extra=None):
                           capture_output=True, text=True, env=env, timeout=600)
 
 
-@pytest.mark.parametrize("command", ["data shapes", "train", "evaluate", "caption"])
+@pytest.mark.parametrize("command", ["data shapes", "train", "evaluate", "caption", "vqa", "match",
+                                     "retrieval", "fusion"])
 def test_every_command_has_help(command):
     completed = run_cli(*command.split(), "--help")
     assert completed.returncode == 0
@@ -106,3 +107,53 @@ def test_missing_data_folder(cli_run, tmp_path):
     completed = run_cli("evaluate", "--model", out / "model.keras", "--data", tmp_path / "nope")
     assert completed.returncode == 2
     assert "data folder not found" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_vqa_prints_accuracy_per_question_type_beside_chance(tmp_path, small_shapes):
+    completed = run_cli("vqa", "--data", small_shapes, "--epochs", 1, "--fusion", "concat",
+                        "--out", tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["fusion"] == "concat"
+    for kind, score in metrics["by_kind"].items():
+        assert f"{kind:<12} {score['accuracy']:.3f}  (chance {score['chance']:.3f}" in completed.stdout
+
+
+def test_retrieval_prints_recall_beside_chance(tmp_path, small_shapes):
+    completed = run_cli("retrieval", "--data", small_shapes, "--epochs", 1, "--batch-size", 8,
+                        "--out", tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    # 8 test images: chance of R@1 text to image is 1/8
+    assert "R@1 {:.3f} (0.125)".format(metrics["text_to_image"]["r1"]) in completed.stdout
+
+
+def test_fusion_writes_one_row_per_fusion(tmp_path, small_shapes):
+    completed = run_cli("fusion", "--data", small_shapes, "--fusions", "gate,product",
+                        "--epochs", 1, "--out", tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    table = (tmp_path / "fusion.md").read_text()
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ["gate", "product"]
+    assert table in completed.stdout
+
+
+def test_tasks_on_data_that_are_not_shapes_captions_exit_2(tmp_path):
+    data = tmp_path / "photos"
+    (data / "Images").mkdir(parents=True)
+    from PIL import Image
+    Image.new("RGB", (16, 16), "white").save(data / "Images" / "dog.png")
+    (data / "captions.txt").write_text("dog.png#0\ta dog on a beach\n")
+    for split in ("train", "val", "test"):
+        (data / f"{split}.txt").write_text("dog.png\n")
+    for command in ("vqa", "match"):
+        completed = run_cli(command, "--data", data, "--out", tmp_path / command)
+        assert completed.returncode == 2
+        assert "dog.png" in completed.stderr and "Shapes Captions" in completed.stderr
+        assert "Traceback" not in completed.stderr
+        assert not (tmp_path / command / "model.keras").exists()
+
+
+def test_unknown_fusion_exits_2(tmp_path):
+    completed = run_cli("fusion", "--fusions", "concat,sum", "--out", tmp_path)
+    assert completed.returncode == 2
+    assert "unknown sum" in completed.stderr

@@ -1,0 +1,63 @@
+"""The six fusions: each builds, uses both the image and the text, and saves safely."""
+
+import numpy as np
+import pytest
+
+import keras
+
+from mmkeras.fusion import OuterProduct, build_fused_classifier
+from mmkeras.task_config import FUSIONS
+
+VOCABULARY = ["", "[UNK]", "what", "colour", "is", "the", "circle", "square", "red", "blue"]
+
+
+def inputs(seed, batch=4, length=7):
+    rng = np.random.default_rng(seed)
+    text = rng.integers(2, len(VOCABULARY), size=(batch, length)).astype("int32")
+    text[:, 5:] = 0  # padding, as real questions have
+    return {"image": rng.integers(0, 256, size=(batch, 64, 64, 3)).astype("uint8"), "text": text}
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_each_fusion_reads_both_the_image_and_the_text(fusion, tmp_path):
+    keras.utils.set_random_seed(0)
+    classifier = build_fused_classifier(VOCABULARY, 7, 5, fusion, units=32)
+    batch = inputs(0)
+    logits = classifier.predict(batch, verbose=0)
+    assert logits.shape == (4, 5) and np.all(np.isfinite(logits))
+
+    other_text = {**batch, "text": inputs(1)["text"]}
+    other_image = {**batch, "image": inputs(2)["image"]}
+    # A fusion that dropped a branch would give the same logits for another text or image.
+    assert not np.allclose(classifier.predict(other_text, verbose=0), logits, atol=1e-6)
+    assert not np.allclose(classifier.predict(other_image, verbose=0), logits, atol=1e-6)
+
+    path = tmp_path / f"{fusion}.keras"
+    classifier.save(path)
+    reloaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(reloaded.predict(batch, verbose=0), logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "attention"])
+def test_padding_after_the_text_does_not_change_the_answer(fusion):
+    keras.utils.set_random_seed(0)
+    padded_model = build_fused_classifier(VOCABULARY, 7, 5, fusion, units=32)
+    unpadded_model = build_fused_classifier(VOCABULARY, 5, 5, fusion, units=32)
+    unpadded_model.set_weights(padded_model.get_weights())
+    batch = inputs(0)  # five words, then two places of padding
+    np.testing.assert_allclose(
+        unpadded_model.predict({**batch, "text": batch["text"][:, :5]}, verbose=0),
+        padded_model.predict(batch, verbose=0), rtol=1e-4, atol=1e-5)
+
+
+def test_outer_product_multiplies_every_pair_and_keeps_each_vector():
+    image = np.array([[2.0, 3.0]], dtype="float32")
+    text = np.array([[5.0, 7.0, 11.0]], dtype="float32")
+    product = np.asarray(OuterProduct()([image, text]))
+    expected = np.outer([2.0, 3.0, 1.0], [5.0, 7.0, 11.0, 1.0]).reshape(1, -1)
+    np.testing.assert_allclose(product, expected)
+
+
+def test_unknown_fusion_is_refused():
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        build_fused_classifier(VOCABULARY, 7, 5, "sum")

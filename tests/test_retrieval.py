@@ -1,0 +1,80 @@
+"""Recall at k and its chance level, the contrastive loss, and a retrieval run."""
+
+import json
+
+import keras
+import numpy as np
+
+from mmkeras import retrieval
+from mmkeras.task_config import RetrievalConfig
+
+
+def test_recall_of_a_perfect_and_of_a_known_ranking():
+    caption_image = np.repeat(np.arange(4), 2)  # 4 images, 2 captions each
+    perfect = np.eye(4)[caption_image]
+    recalls = retrieval.recall_at_k(perfect, caption_image, ks=(1, 2))
+    assert recalls == {"text_to_image": {"r1": 1.0, "r2": 1.0}, "image_to_text": {"r1": 1.0, "r2": 1.0}}
+    # Every caption prefers the next image; its own comes second.
+    shifted = np.eye(4)[(caption_image + 1) % 4] + 0.5 * np.eye(4)[caption_image]
+    recalls = retrieval.recall_at_k(shifted, caption_image, ks=(1, 2))
+    assert recalls["text_to_image"] == {"r1": 0.0, "r2": 1.0}
+    # Each image's own captions score 0.5 for it, image i-1's captions 1.0: ranks 3 and 4.
+    assert recalls["image_to_text"] == {"r1": 0.0, "r2": 0.0}
+
+
+def test_ties_count_against_the_model():
+    caption_image = np.arange(3)
+    recalls = retrieval.recall_at_k(np.zeros((3, 3)), caption_image, ks=(1, 3))
+    assert recalls["text_to_image"] == {"r1": 0.0, "r3": 1.0}
+
+
+def test_chance_recall_is_what_random_rankings_score():
+    rng = np.random.default_rng(0)
+    num_images, per_image = 50, 5
+    caption_image = np.repeat(np.arange(num_images), per_image)
+    runs = [retrieval.recall_at_k(rng.random((num_images * per_image, num_images)), caption_image)
+            for _ in range(200)]
+    chance = retrieval.chance_recall(num_images, per_image)
+    for direction in ("text_to_image", "image_to_text"):
+        for key, expected in chance[direction].items():
+            measured = np.mean([run[direction][key] for run in runs])
+            assert abs(measured - expected) < 0.02, (direction, key, measured, expected)
+
+
+def test_symmetric_contrastive_loss_is_the_mean_of_both_cross_entropies():
+    logits = np.array([[3.0, 1.0, 0.0], [0.5, 2.0, 0.1], [1.0, 1.0, 1.0]], dtype="float32")
+    labels = np.arange(3)
+
+    def cross_entropy(rows):
+        rows = rows - rows.max(axis=1, keepdims=True)
+        log_softmax = rows - np.log(np.exp(rows).sum(axis=1, keepdims=True))
+        return -log_softmax[labels, labels].mean()
+
+    expected = (cross_entropy(logits) + cross_entropy(logits.T)) / 2
+    loss = retrieval.SymmetricContrastiveLoss()(labels, logits)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+
+
+def test_contrastive_logits_scale_cosine_similarities():
+    layer = retrieval.ContrastiveLogits()
+    vectors = np.eye(3, dtype="float32")
+    logits = np.asarray(layer([vectors, vectors]))
+    np.testing.assert_allclose(logits, np.eye(3) / 0.07, rtol=1e-5)
+
+
+def test_train_retrieval_writes_records_and_its_loss_goes_down(tmp_path):
+    result = retrieval.train_retrieval(RetrievalConfig(smoke=True, out=str(tmp_path)),
+                                       verbose=0, progress=False)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["n_captions"] == 5 * metrics["n_images"]
+    for direction in ("text_to_image", "image_to_text"):
+        assert set(metrics[direction]) == {"r1", "r5", "r10"}
+        assert metrics[direction]["r1"] <= metrics[direction]["r5"] <= metrics[direction]["r10"]
+    losses = result["history"]["loss"]
+    assert losses[-1] < losses[0]
+    reloaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    images = np.zeros((2, 64, 64, 3), dtype="uint8")
+    text = np.ones((2, reloaded.input["text"].shape[1]), dtype="int32")
+    np.testing.assert_allclose(reloaded.predict({"image": images, "text": text}, verbose=0),
+                               result["model"].predict({"image": images, "text": text}, verbose=0),
+                               rtol=1e-5)
