@@ -179,6 +179,11 @@ def load_task_data(config: TaskConfig, progress: bool = True):
         examples = make_examples(config.task, split, config, config.seed + ("train", "val", "test").index(name),
                                  training)
         data[name] = (images_in_memory(split, image_size), examples)
+    if config.task == "match" and config.other_image_negatives > 0:
+        # For the second half of training: the same images, one-word negatives only.
+        one_word = dataclasses.replace(config, other_image_negatives=0.0)
+        data["train_one_word"] = (data["train"][0], make_examples(
+            "match", train_split, one_word, config.seed + len(splits), training=True))
     return folder, data
 
 
@@ -206,13 +211,23 @@ def train_task(config: TaskConfig, verbose: int | str = "auto", progress: bool =
                        decay_steps=epochs * math.ceil(len(train) / config.batch_size))
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    # Matching is a curriculum: easy negatives (other images' captions) for the first half
+    # of the epochs, then one-word negatives only, the ones the test asks about.
+    phases = [(train, epochs)]
+    if "train_one_word" in data and epochs > 1:
+        phases = [(train, epochs // 2), (data["train_one_word"][1], epochs)]
+    history, first_epoch = {}, 0
     started = time.perf_counter()
-    history = classifier.fit(
-        example_dataset(train_images, train, vectorizer, config.batch_size, shuffle=True,
-                        seed=config.seed),
-        validation_data=example_dataset(val_images, val, vectorizer, config.batch_size),
-        epochs=epochs, verbose=verbose, shuffle=False,
-        callbacks=[keras.callbacks.CSVLogger(str(out / "history.csv"))])
+    for examples, last_epoch in phases:
+        phase = classifier.fit(
+            example_dataset(train_images, examples, vectorizer, config.batch_size, shuffle=True,
+                            seed=config.seed),
+            validation_data=example_dataset(val_images, val, vectorizer, config.batch_size),
+            initial_epoch=first_epoch, epochs=last_epoch, verbose=verbose, shuffle=False,
+            callbacks=[keras.callbacks.CSVLogger(str(out / "history.csv"), append=first_epoch > 0)])
+        for key, values in phase.history.items():
+            history.setdefault(key, []).extend(values)
+        first_epoch = last_epoch
     fit_seconds = time.perf_counter() - started
 
     logits = classifier.predict(example_dataset(test_images, test, vectorizer, 256), verbose=0)
@@ -230,7 +245,7 @@ def train_task(config: TaskConfig, verbose: int | str = "auto", progress: bool =
     save_atomically(classifier, out / "model.keras")
     write_json(out / "config.json", {**dataclasses.asdict(config), "epochs_run": epochs})
     write_json(out / "metrics.json", metrics)
-    return {**metrics, "model": classifier, "history": history.history}
+    return {**metrics, "model": classifier, "history": history}
 
 
 def compare_fusions(task: str = "vqa", fusions=FUSIONS, epochs: int = 6,

@@ -132,9 +132,10 @@ def cmd_export(args) -> int:
 
 def _task_scores(metrics: dict) -> str:
     """One line per question type (or kind of caption), accuracy beside its chance level."""
+    guesser = ("the most common answer of its question type" if metrics["task"] == "vqa"
+               else "a coin toss")
     lines = [f"accuracy {metrics['accuracy']:.3f} on {metrics['n_examples']} test examples "
-             f"(chance, the majority answer per {'type' if metrics['task'] == 'vqa' else 'kind'}: "
-             f"{metrics['chance']:.3f})"]
+             f"(chance, {guesser}: {metrics['chance']:.3f})"]
     for kind, score in metrics["by_kind"].items():
         lines.append(f"  {kind:<12} {score['accuracy']:.3f}  (chance {score['chance']:.3f}, "
                      f"n={score['n']})")

@@ -126,12 +126,14 @@ def recall_at_k(similarity: np.ndarray, caption_image: np.ndarray, ks=RECALL_AT)
     """
     num_captions, num_images = similarity.shape
     own = similarity[np.arange(num_captions), caption_image]
-    # Rank 0 = best; ties count against the model (a constant score is not a hit).
+    # Rank 0 = best. A wrong item scoring as high as the right one counts against the
+    # model (a constant score must not look perfect); an image's own captions tying
+    # with each other do not.
     text_rank = (similarity >= own[:, None]).sum(axis=1) - 1
-    # Each caption's rank among all captions, for its own image (a column of similarity).
-    image_rank_of_caption = (similarity[:, caption_image] >= own[None, :]).sum(axis=0) - 1
-    best_caption_rank = np.full(num_images, np.inf)
-    np.minimum.at(best_caption_rank, caption_image, image_rank_of_caption)
+    best_own = np.full(num_images, -np.inf)
+    np.maximum.at(best_own, caption_image, own)
+    wrong = caption_image[:, None] != np.arange(num_images)[None, :]
+    best_caption_rank = ((similarity >= best_own[None, :]) & wrong).sum(axis=0)
     return {
         "text_to_image": {f"r{k}": float((text_rank < k).mean()) for k in ks},
         "image_to_text": {f"r{k}": float((best_caption_rank < k).mean()) for k in ks},

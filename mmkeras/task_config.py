@@ -22,9 +22,9 @@ class TaskConfig:
     units: int = 128
     questions_per_image: int = 2  # VQA: training questions drawn per image (of six kinds)
     # Matching: the share of training negatives that are another image's caption instead
-    # of a one-word change. Without them the model never learns to compare image and text
-    # at all (it stays at chance; see 04_multimodal_tasks.ipynb). Test negatives are all
-    # one-word changes.
+    # of a one-word change, for the first half of the epochs (then none). Without them the
+    # model never learns to compare image and text at all (it stays at chance; see
+    # 04_multimodal_tasks.ipynb). Test negatives are all one-word changes.
     other_image_negatives: float = 0.5
     train_images: int | None = None  # use only the first N training images
     seed: int = 0

@@ -26,7 +26,7 @@ def test_vqa_examples_answer_their_questions(splits):
     for index, text, label, kind in zip(examples.image_index, examples.texts, examples.labels,
                                         examples.kinds):
         # The same question, asked again of the same scene, has the same answer.
-        asked = {q.text: q for seed in range(60)
+        asked = {q.text: q for seed in range(400)
                  for q in scenes.questions_for(all_scenes[index], np.random.default_rng(seed))}
         assert asked[text].answer == scenes.ANSWERS[label]
         assert asked[text].kind == kind
