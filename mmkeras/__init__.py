@@ -1,7 +1,9 @@
 """mmkeras: multimodal deep learning with Keras, taught by building an image captioner.
 
 The modules follow the data: shapes (the bundled dataset) -> dataset (loading) -> text ->
-pipeline -> models -> training -> decoding -> evaluation.
+pipeline -> models -> training -> decoding -> evaluation. The other multimodal tasks build
+on them: scenes (questions and false captions) -> fusion -> classification (VQA, matching),
+and retrieval.
 """
 
 import os
