@@ -24,14 +24,15 @@ from PIL import Image
 
 from mmkeras import scenes
 from mmkeras.dataset import CaptionSplit
+from mmkeras.errors import UserError
 from mmkeras.fusion import build_fused_classifier
-from mmkeras.pipeline import AUTOTUNE, split_images
+from mmkeras.pipeline import AUTOTUNE, evaluation_images
 from mmkeras.resume import write_json
 from mmkeras.task_config import FUSIONS, TASKS, TaskConfig
 from mmkeras.text import add_start_end, build_vectorizer, vocabulary_of
 
 MATCH_CLASSES = ("no", "yes")
-MAX_TEXT_LENGTH = 16  # words; the longest question has 11, the longest caption 12
+MAX_TEXT_LENGTH = 16  # words; the longest question has 11, the longest caption 13
 
 
 @dataclass
@@ -103,15 +104,14 @@ def make_examples(task: str, split: CaptionSplit, config: TaskConfig, seed: int,
 
 def images_in_memory(split: CaptionSplit, image_size: int) -> np.ndarray:
     """A split's decoded images as one uint8 array (8,000 shapes images: 98 MB)."""
-    batches = split_images(split, image_size, cache=False).batch(512).prefetch(AUTOTUNE)
-    return np.concatenate(list(batches.as_numpy_iterator()))
+    return np.concatenate(list(evaluation_images(split, image_size, 512).as_numpy_iterator()))
 
 
 def example_dataset(images: np.ndarray, examples: Examples, vectorizer, batch_size: int,
                     shuffle: bool = False, seed: int | None = None) -> tf.data.Dataset:
     """Batches of ``({"image", "text"}, class)``; each image is stored once, gathered per batch."""
     image_table = tf.constant(images)
-    # Token ids without the start and end tokens: a classifier reads the words only.
+    # Token ids without the start token (the end token stays, as a full stop would).
     token_ids = vectorizer(add_start_end(examples.texts))[:, 1:]
     data = tf.data.Dataset.from_tensor_slices((examples.image_index, token_ids, examples.labels))
     if shuffle:
@@ -164,6 +164,9 @@ def compile_classifier(classifier: keras.Model, learning_rate: float, decay_step
 def load_task_data(config: TaskConfig, progress: bool = True):
     """The splits' images in memory and their examples, for ``config.task``."""
     from mmkeras.training import load_dataset
+    if config.data in ("flickr8k", "coco"):  # before any download
+        raise UserError(f"--data {config.data}: the {config.task} task is made from the objects "
+                        "of Shapes Captions scenes; use 'shapes' or a Shapes Captions folder")
     folder, splits = load_dataset(config.data, config.smoke, config.seed, progress)
     train_split = splits["train"]
     if config.train_images:
@@ -206,7 +209,7 @@ def train_task(config: TaskConfig, verbose: int | str = "auto", progress: bool =
 
     classifier = build_fused_classifier(vocabulary_of(vectorizer), MAX_TEXT_LENGTH + 1,
                                         len(class_names(config.task)), config.fusion,
-                                        units=config.units)
+                                        image_size=train_images.shape[1], units=config.units)
     compile_classifier(classifier, config.learning_rate,
                        decay_steps=epochs * math.ceil(len(train) / config.batch_size))
     out = Path(config.out)

@@ -185,21 +185,30 @@ def mismatched_caption(caption: str, rng: np.random.Generator) -> tuple[str, str
     Each object of a scene has exactly one colour, shape and size, and the two objects
     have one relation, so the changed caption is false of the scene (``tests`` check this
     on thousands of scenes): telling the two apart needs both the image and every word.
+    A change that would name one colour and shape twice (*a red circle above a red
+    circle*) is never made: no true caption does that, so the text alone would give it away.
     """
-    changes = []  # (start, end, words that may replace caption[start:end], what they are)
+    changes = []  # (what was changed, the captions it may become)
     for kind, words in zip(CHANGES, _ATTRIBUTE_WORDS):
         for match in re.finditer(rf"\b({'|'.join(words)})\b", caption):
-            changes.append((match.start(), match.end(), [w for w in words if w != match.group()],
-                            kind))
+            changed = [caption[:match.start()] + word + caption[match.end():]
+                       for word in words if word != match.group()]
+            changes.append((kind, [c for c in changed if _two_different_objects(c)]))
     # Longest first, so "to the left of" is not read as a shorter phrase inside it.
     relation = re.search("|".join(sorted(RELATIONS, key=len, reverse=True)), caption)
     if relation:
-        changes.append((relation.start(), relation.end(),
-                        [r for r in RELATIONS if r != relation.group()], "relation"))
+        changes.append(("relation", [caption[:relation.start()] + other + caption[relation.end():]
+                                     for other in RELATIONS if other != relation.group()]))
+    changes = [(kind, changed) for kind, changed in changes if changed]
     if not changes:
         raise ValueError(f"no colour, shape, size or relation to change in {caption!r}")
-    start, end, replacements, kind = changes[rng.integers(len(changes))]
-    return caption[:start] + str(rng.choice(replacements)) + caption[end:], kind
+    kind, changed = changes[rng.integers(len(changes))]
+    return str(rng.choice(changed)), kind
+
+
+def _two_different_objects(caption: str) -> bool:
+    named = re.findall(rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b", caption)
+    return len(set(named)) == len(named)
 
 
 def describes(caption: str, scene: Scene) -> bool:

@@ -81,7 +81,28 @@ def test_train_task_writes_its_records_and_a_model_that_loads(task, tmp_path):
     kinds = scenes.QUESTION_TYPES if task == "vqa" else ("true", *scenes.CHANGES)
     assert set(metrics["by_kind"]) == set(kinds)
     assert sum(k["n"] for k in metrics["by_kind"].values()) == metrics["n_examples"]
-    losses = result["history"]["loss"]
-    assert losses[-1] < losses[0]
+    if task == "vqa":
+        losses = result["history"]["loss"]
+        assert losses[-1] < losses[0]
+    else:  # a curriculum: epoch 1 on mixed negatives, epoch 2 on one-word negatives
+        assert [row.split(",")[0] for row in (tmp_path / "history.csv").read_text().split()[1:]] == ["0", "1"]
     reloaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     assert reloaded.count_params() == metrics["parameters"]
+
+
+def test_tasks_refuse_photo_datasets_before_downloading_anything(monkeypatch):
+    from mmkeras import training
+    from mmkeras.errors import UserError
+    monkeypatch.setattr(training, "load_dataset", lambda *a, **k: pytest.fail("loaded data"))
+    for data in ("flickr8k", "coco"):
+        with pytest.raises(UserError, match="Shapes Captions"):
+            classification.load_task_data(TaskConfig(task="vqa", data=data))
+
+
+def test_a_shapes_folder_drawn_at_another_size_trains(tmp_path):
+    from mmkeras import shapes
+    folder = shapes.generate(tmp_path / "shapes96", shapes.ShapesConfig(
+        num_train=16, num_val=8, num_test=8, image_size=96), progress=False)
+    result = classification.train_task(TaskConfig(task="vqa", data=str(folder), epochs=1,
+                                                  out=str(tmp_path / "run")), verbose=0, progress=False)
+    assert result["model"].input["image"].shape[1] == 96

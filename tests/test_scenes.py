@@ -1,6 +1,7 @@
 """Scenes read back from captions; VQA questions and false captions made from them."""
 
 import collections
+import re
 
 import numpy as np
 import pytest
@@ -55,6 +56,9 @@ def test_a_mismatched_caption_changes_one_thing_and_is_false_of_the_scene():
             false_caption, kind = scenes.mismatched_caption(caption, rng)
             changed_kinds[kind] += 1
             assert not scenes.describes(false_caption, scene), (caption, false_caption)
+            # never "a red circle ... a red circle": no true caption names one object twice
+            named = re.findall(r"(red|green|blue|yellow|purple) (circle|square|triangle)", false_caption)
+            assert named[0] != named[1], false_caption
             before, after = caption.split(), false_caption.split()
             if kind != "relation":  # one word swapped for another of its kind
                 assert len(before) == len(after)
