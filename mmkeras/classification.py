@@ -30,6 +30,7 @@ from mmkeras.pipeline import AUTOTUNE, evaluation_images
 from mmkeras.resume import write_json
 from mmkeras.task_config import FUSIONS, TASKS, TaskConfig
 from mmkeras.text import add_start_end, build_vectorizer, vocabulary_of
+from mmkeras.training import load_dataset, save_atomically
 
 MATCH_CLASSES = ("no", "yes")
 MAX_TEXT_LENGTH = 16  # words; the longest question has 11, the longest caption 13
@@ -163,7 +164,6 @@ def compile_classifier(classifier: keras.Model, learning_rate: float, decay_step
 
 def load_task_data(config: TaskConfig, progress: bool = True):
     """The splits' images in memory and their examples, for ``config.task``."""
-    from mmkeras.training import load_dataset
     if config.data in ("flickr8k", "coco"):  # before any download
         raise UserError(f"--data {config.data}: the {config.task} task is made from the objects "
                         "of Shapes Captions scenes; use 'shapes' or a Shapes Captions folder")
@@ -244,7 +244,6 @@ def train_task(config: TaskConfig, verbose: int | str = "auto", progress: bool =
         "n_examples": len(test), "parameters": classifier.count_params(),
         "seconds_per_epoch": fit_seconds / epochs,
     }
-    from mmkeras.training import save_atomically
     save_atomically(classifier, out / "model.keras")
     write_json(out / "config.json", {**dataclasses.asdict(config), "epochs_run": epochs})
     write_json(out / "metrics.json", metrics)

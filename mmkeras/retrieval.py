@@ -28,6 +28,7 @@ from mmkeras.pipeline import AUTOTUNE, caption_dataset, evaluation_images, teach
 from mmkeras.resume import write_json
 from mmkeras.task_config import RetrievalConfig
 from mmkeras.text import add_start_end, build_vectorizer, caption_lengths, vocabulary_of
+from mmkeras.training import DATASETS, load_dataset, save_atomically
 
 RECALL_AT = (1, 5, 10)
 
@@ -162,7 +163,6 @@ def embed_split(split: CaptionSplit, image_tower, text_tower, vectorizer, image_
 
 def train_retrieval(config: RetrievalConfig, verbose: int | str = "auto", progress: bool = True) -> dict:
     """Train the dual encoder, score recall on the test split, write model, history, metrics."""
-    from mmkeras.training import DATASETS, load_dataset, save_atomically
     keras.utils.set_random_seed(config.seed)
     epochs = 2 if config.smoke else config.epochs
     _, splits = load_dataset(config.data, config.smoke, config.seed, progress)

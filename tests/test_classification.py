@@ -91,9 +91,8 @@ def test_train_task_writes_its_records_and_a_model_that_loads(task, tmp_path):
 
 
 def test_tasks_refuse_photo_datasets_before_downloading_anything(monkeypatch):
-    from mmkeras import training
     from mmkeras.errors import UserError
-    monkeypatch.setattr(training, "load_dataset", lambda *a, **k: pytest.fail("loaded data"))
+    monkeypatch.setattr(classification, "load_dataset", lambda *a, **k: pytest.fail("loaded data"))
     for data in ("flickr8k", "coco"):
         with pytest.raises(UserError, match="Shapes Captions"):
             classification.load_task_data(TaskConfig(task="vqa", data=data))
