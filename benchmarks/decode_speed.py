@@ -17,12 +17,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mmkeras.dataset import load_captions  # noqa: E402
-from mmkeras.decoding import CaptionDecoder, naive_captions  # noqa: E402
-from mmkeras.models import load_caption_model  # noqa: E402
-from mmkeras.pipeline import evaluation_images  # noqa: E402
-from mmkeras.training import resolve_data, train  # noqa: E402
-from mmkeras.training_config import TrainConfig  # noqa: E402
+from mmkeras.caption.decoding import CaptionDecoder, naive_captions  # noqa: E402
+from mmkeras.caption.train import train  # noqa: E402
+from mmkeras.config import TrainConfig  # noqa: E402
+from mmkeras.data.catalog import load_dataset  # noqa: E402
+from mmkeras.data.images import evaluation_images  # noqa: E402
+from mmkeras.runs import load_model  # noqa: E402
 
 
 def rate(function, images, repeats=1):
@@ -47,9 +47,9 @@ def main():
         print(f"{args.model} not found: training the smoke model (scores mean nothing; speed does)")
         args.model = "runs/benchmark-smoke/model.keras"
         train(TrainConfig(smoke=True, out=os.path.dirname(args.model)), verbose=0, progress=False)
-    caption_model = load_caption_model(args.model)
+    caption_model = load_model(args.model)
     image_size = caption_model.input["image"].shape[1]
-    test = load_captions(resolve_data(args.data, smoke=smoke, progress=False), splits=("test",))["test"]
+    test = load_dataset(args.data, splits=("test",), smoke=smoke, progress=False)[1]["test"]
     images = np.concatenate([batch.numpy() for batch in evaluation_images(test, image_size)])
     images = images[: args.images]
     decoder = CaptionDecoder(caption_model)

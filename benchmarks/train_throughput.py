@@ -23,12 +23,13 @@ import tensorflow as tf  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")  # retracing notes: each row builds a new model on purpose
 
-from mmkeras.dataset import load_captions  # noqa: E402
-from mmkeras.models import build_caption_model, compile_caption_model  # noqa: E402
-from mmkeras.pipeline import caption_dataset  # noqa: E402
-from mmkeras.shapes import ShapesConfig  # noqa: E402
-from mmkeras.text import build_vectorizer, caption_lengths, vocabulary_of  # noqa: E402
-from mmkeras.training import package_versions, shapes_data, training_speed  # noqa: E402
+from mmkeras.caption.model import build_caption_model, compile_caption_model  # noqa: E402
+from mmkeras.data.catalog import shapes_data  # noqa: E402
+from mmkeras.data.folder import load_captions  # noqa: E402
+from mmkeras.data.pairs import caption_dataset  # noqa: E402
+from mmkeras.data.shapes import ShapesConfig  # noqa: E402
+from mmkeras.data.text import build_vectorizer, caption_lengths, vectorizer_vocabulary  # noqa: E402
+from mmkeras.runs import package_versions, training_speed  # noqa: E402
 
 
 def device_name() -> str:
@@ -54,7 +55,7 @@ def main():
     captions = [c for refs in train_split.captions for c in refs]
     max_caption_length = int(caption_lengths(captions).max())
     vectorizer = build_vectorizer(captions, max_caption_length)
-    vocabulary = vocabulary_of(vectorizer)
+    vocabulary = vectorizer_vocabulary(vectorizer)
     on_gpu = bool(tf.config.list_physical_devices("GPU"))
 
     def measure(batch_size=64, policy="float32", use_cudnn="auto", jit_compile=False,

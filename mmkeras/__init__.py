@@ -1,9 +1,9 @@
 """mmkeras: multimodal deep learning with Keras, taught by building an image captioner.
 
-The modules follow the data: shapes (the bundled dataset) -> dataset (loading) -> text ->
-pipeline -> models -> training -> decoding -> evaluation. The other multimodal tasks build
-on them: scenes (questions and false captions) -> fusion -> classification (VQA, matching),
-and retrieval.
+The folders follow the data, and imports flow one way: ``config``, ``errors`` and
+``atomic`` -> ``data`` (reads and makes data) -> ``nn`` (what every model shares) ->
+``runs`` (what every training run shares) -> ``caption`` and ``tasks`` (VQA, matching,
+retrieval), which never import each other -> ``cli``.
 """
 
 import os

@@ -12,10 +12,9 @@ import sys
 import warnings
 from pathlib import Path
 
+from mmkeras.config import DECODERS, FUSIONS, TASKS, RetrievalConfig, TaskConfig, TrainConfig
+from mmkeras.data.flickr8k import MIRROR as FLICKR8K_MIRROR
 from mmkeras.errors import UserError
-from mmkeras.flickr8k import MIRROR as FLICKR8K_MIRROR
-from mmkeras.task_config import FUSIONS, RetrievalConfig, TaskConfig
-from mmkeras.training_config import TrainConfig
 
 
 def _positive(text: str) -> int:
@@ -33,7 +32,7 @@ def _show_warnings_plainly():
 
 
 def cmd_data(args) -> int:
-    from mmkeras import shapes
+    from mmkeras.data import shapes
     config = shapes.ShapesConfig(seed=args.seed, num_train=args.num_train, num_val=args.num_val,
                                  num_test=args.num_test, image_size=args.image_size,
                                  cogent=args.cogent)
@@ -43,8 +42,8 @@ def cmd_data(args) -> int:
 
 
 def cmd_flickr8k(args) -> int:
-    from mmkeras import flickr8k
-    from mmkeras.download import Archive
+    from mmkeras.data import flickr8k
+    from mmkeras.data.download import Archive
     mirror = args.mirror.rstrip("/")
     archives = tuple(Archive(f"{mirror}/{a.name}", a.md5) for a in flickr8k.ARCHIVES)
     out = flickr8k.prepare(args.out, archives, keep_archives=args.keep_archives)
@@ -54,8 +53,8 @@ def cmd_flickr8k(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from mmkeras.evaluation import format_metrics
-    from mmkeras.training import train
+    from mmkeras.caption.metrics import format_metrics
+    from mmkeras.caption.train import train
     config = TrainConfig(data=args.data, decoder=args.decoder, epochs=args.epochs,
                          batch_size=args.batch_size, backbone=args.backbone,
                          backbone_weights=None if args.backbone_weights == "none" else "imagenet",
@@ -77,13 +76,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from mmkeras.dataset import load_splits
-    from mmkeras.decoding import CaptionDecoder
-    from mmkeras.evaluation import caption_metrics, format_metrics
-    from mmkeras.models import load_caption_model
-    from mmkeras.pipeline import evaluation_images
-    caption_model = load_caption_model(args.model)
-    split = load_splits(args.data, splits=(args.split,))[args.split]
+    from mmkeras.caption.decoding import CaptionDecoder
+    from mmkeras.caption.metrics import caption_metrics, format_metrics
+    from mmkeras.data.catalog import load_dataset
+    from mmkeras.data.images import evaluation_images
+    from mmkeras.runs import load_model
+    caption_model = load_model(args.model)
+    split = load_dataset(args.data, splits=(args.split,))[1][args.split]
     image_size = caption_model.input["image"].shape[1]
     hypotheses = CaptionDecoder(caption_model).caption_batches(
         evaluation_images(split, image_size), beam_width=args.beam)
@@ -98,16 +97,17 @@ def cmd_evaluate(args) -> int:
 def cmd_caption(args) -> int:
     import numpy as np
     import tensorflow as tf
-    from mmkeras.dataset import DECODABLE_FORMATS, image_problem
-    from mmkeras.decoding import CaptionDecoder
-    from mmkeras.models import load_caption_model
-    from mmkeras.pipeline import decode_image
+
+    from mmkeras.caption.decoding import CaptionDecoder
+    from mmkeras.data.folder import DECODABLE_FORMATS, image_problem
+    from mmkeras.data.images import decode_image
+    from mmkeras.runs import load_model
     for image in args.images:
         problem = image_problem(Path(image))
         if problem:
             raise UserError(f"{image}: {problem}; expected an image file "
                             f"({', '.join(sorted(DECODABLE_FORMATS))})")
-    caption_model = load_caption_model(args.model)
+    caption_model = load_model(args.model)
     image_size = caption_model.input["image"].shape[1]
     images = np.stack([decode_image(tf.io.read_file(image), image_size).numpy()
                        for image in args.images])
@@ -117,9 +117,9 @@ def cmd_caption(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from mmkeras.export import export_saved_model, export_tflite
-    from mmkeras.models import load_caption_model
-    caption_model = load_caption_model(args.model)
+    from mmkeras.caption.export import export_saved_model, export_tflite
+    from mmkeras.runs import load_model
+    caption_model = load_model(args.model)
     out = export_saved_model(caption_model, args.out)
     print(f"wrote {out}: a SavedModel; its `serve` signature takes encoded image bytes and "
           "returns captions, with no need of mmkeras")
@@ -143,7 +143,7 @@ def _task_scores(metrics: dict) -> str:
 
 
 def cmd_task(args) -> int:
-    from mmkeras.classification import train_task
+    from mmkeras.tasks.classification import train_task
     config = TaskConfig(task=args.command, data=args.data, fusion=args.fusion, epochs=args.epochs,
                         batch_size=args.batch_size, train_images=args.train_images,
                         seed=args.seed, smoke=args.smoke, out=args.out or f"runs/{args.command}")
@@ -155,7 +155,7 @@ def cmd_task(args) -> int:
 
 
 def cmd_retrieval(args) -> int:
-    from mmkeras.retrieval import train_retrieval
+    from mmkeras.tasks.retrieval import train_retrieval
     config = RetrievalConfig(data=args.data, epochs=args.epochs, batch_size=args.batch_size,
                              seed=args.seed, smoke=args.smoke, out=args.out)
     verbose = "auto" if sys.stdout.isatty() else 2
@@ -171,7 +171,7 @@ def cmd_retrieval(args) -> int:
 
 
 def cmd_fusion(args) -> int:
-    from mmkeras.classification import compare_fusions, fusion_table
+    from mmkeras.tasks.fusion_comparison import compare_fusions, fusion_table
     fusions = args.fusions.split(",") if args.fusions else list(FUSIONS)
     unknown = [f for f in fusions if f not in FUSIONS]
     if unknown:
@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="'shapes' (generated on first use), 'flickr8k' (downloaded on "
                             "first use), 'coco' (MS-COCO through tensorflow-datasets) or a "
                             "folder in the Flickr8k layout")
-    train.add_argument("--decoder", choices=("attention", "init"), default="attention",
+    train.add_argument("--decoder", choices=DECODERS, default=TrainConfig.decoder,
                        help="attention: show, attend and tell; init: show and tell")
     train.add_argument("--epochs", type=_positive, default=TrainConfig.epochs)
     train.add_argument("--batch-size", type=_positive, default=TrainConfig.batch_size)
@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a saved model on a data split")
     evaluate.add_argument("--model", required=True, help="a model.keras written by train")
     evaluate.add_argument("--data", required=True,
-                          help="a folder in the Flickr8k layout, or 'coco'")
+                          help="'shapes', 'flickr8k', 'coco' or a folder in the Flickr8k layout")
     evaluate.add_argument("--split", choices=("train", "val", "test"), default="test")
     evaluate.add_argument("--beam", type=_positive, default=1, help="beam width (1: greedy)")
     evaluate.add_argument("--out", help="also write the metrics to this JSON file")
@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fusion = commands.add_parser("fusion", help="compare the fusion methods on one task: "
                                                 "accuracy, parameters, time per epoch")
-    fusion.add_argument("--task", choices=("vqa", "match"), default="vqa")
+    fusion.add_argument("--task", choices=TASKS, default="vqa")
     fusion.add_argument("--fusions", help=f"comma-separated, from {','.join(FUSIONS)} (default: all)")
     fusion.add_argument("--epochs", type=_positive, default=6)
     fusion.add_argument("--data", default="shapes", help="'shapes' or a Shapes Captions folder")

@@ -6,7 +6,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest
 
-from mmkeras import shapes
+from mmkeras.data import shapes
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,8 +33,8 @@ def small_shapes(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, data_root):
     """``train --smoke`` once, in process; tests read its model and files."""
-    from mmkeras.training import train
-    from mmkeras.training_config import TrainConfig
+    from mmkeras.caption.train import train
+    from mmkeras.config import TrainConfig
     out = tmp_path_factory.mktemp("smoke_run")
     result = train(TrainConfig(smoke=True, out=str(out)), verbose=0, progress=False)
     return out, result

@@ -14,10 +14,11 @@ import tensorflow as tf
 from PIL import Image
 from test_cli import run_cli
 
-from mmkeras.dataset import SkippedDataWarning, load_captions
+from mmkeras.data.folder import SkippedDataWarning, load_captions
+from mmkeras.data.images import decode_image
+from mmkeras.data.pairs import caption_dataset
+from mmkeras.data.text import build_vectorizer, standardize_list
 from mmkeras.errors import UserError
-from mmkeras.pipeline import caption_dataset, decode_image
-from mmkeras.text import build_vectorizer, standardize_list
 
 LONG_CAPTION = " ".join(("a red circle left of a blue square".split() * 63)[:500])
 CHINESE = "一个红色的圆在蓝色方块的左边。"

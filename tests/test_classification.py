@@ -6,11 +6,13 @@ import keras
 import numpy as np
 import pytest
 
-from mmkeras import classification, scenes
-from mmkeras.classification import Examples
-from mmkeras.dataset import load_captions
-from mmkeras.task_config import TaskConfig
-from mmkeras.text import build_vectorizer, vocabulary_of
+from mmkeras.config import TaskConfig
+from mmkeras.data import shapes
+from mmkeras.data.folder import load_captions
+from mmkeras.data.images import images_in_memory
+from mmkeras.data.text import build_vectorizer, vectorizer_vocabulary
+from mmkeras.tasks import classification, matching, vqa
+from mmkeras.tasks.examples import Examples, example_dataset
 
 
 @pytest.fixture(scope="module")
@@ -20,26 +22,26 @@ def splits(small_shapes):
 
 def test_vqa_examples_answer_their_questions(splits):
     split = splits["train"]
-    examples = classification.vqa_examples(split, questions_per_image=3, seed=0)
+    examples = vqa.vqa_examples(split, questions_per_image=3, seed=0)
     assert np.bincount(examples.image_index).max() == 3
-    all_scenes = scenes.scenes_of(split)
+    all_scenes = shapes.scenes_of(split)
     for index, text, label, kind in zip(examples.image_index, examples.texts, examples.labels,
                                         examples.kinds):
         # The same question, asked again of the same scene, has the same answer.
         asked = {q.text: q for seed in range(400)
-                 for q in scenes.questions_for(all_scenes[index], np.random.default_rng(seed))}
-        assert asked[text].answer == scenes.ANSWERS[label]
+                 for q in vqa.questions_for(all_scenes[index], np.random.default_rng(seed))}
+        assert asked[text].answer == vqa.ANSWERS[label]
         assert asked[text].kind == kind
 
 
 def test_matching_examples_are_balanced_and_the_false_ones_false(splits):
     split = splits["train"]
-    examples = classification.matching_examples(split, seed=0)
+    examples = matching.matching_examples(split, seed=0)
     assert (examples.labels == 1).sum() == (examples.labels == 0).sum() == len(split)
-    all_scenes = scenes.scenes_of(split)
+    all_scenes = shapes.scenes_of(split)
     for index, text, label in zip(examples.image_index, examples.texts, examples.labels):
-        assert scenes.describes(text, all_scenes[index]) == bool(label)
-    mixed = classification.matching_examples(split, seed=0, other_image_negatives=1.0)
+        assert shapes.describes(text, all_scenes[index]) == bool(label)
+    mixed = matching.matching_examples(split, seed=0, other_image_negatives=1.0)
     assert set(mixed.kinds) == {"true", "other image"}
 
 
@@ -57,12 +59,12 @@ def test_chance_levels():
 
 def test_example_dataset_pairs_each_text_with_its_own_image(splits):
     split = splits["val"]
-    images = classification.images_in_memory(split, 64)
+    images = images_in_memory(split, 64)
     assert images.shape == (len(split), 64, 64, 3) and images.dtype == np.uint8
-    examples = classification.vqa_examples(split, 6, seed=1)
+    examples = vqa.vqa_examples(split, 6, seed=1)
     vectorizer = build_vectorizer(examples.texts, classification.MAX_TEXT_LENGTH)
-    vocabulary = np.array(vocabulary_of(vectorizer))
-    batch_inputs, labels = next(iter(classification.example_dataset(images, examples, vectorizer, 16)))
+    vocabulary = np.array(vectorizer_vocabulary(vectorizer))
+    batch_inputs, labels = next(iter(example_dataset(images, examples, vectorizer, 16)))
     np.testing.assert_array_equal(batch_inputs["image"].numpy(), images[examples.image_index[:16]])
     words = [" ".join(w for w in vocabulary[ids] if w not in ("", "[end]"))
              for ids in batch_inputs["text"].numpy()]
@@ -78,7 +80,7 @@ def test_train_task_writes_its_records_and_a_model_that_loads(task, tmp_path):
         assert (tmp_path / name).exists()
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["task"] == task and 0 <= metrics["accuracy"] <= 1
-    kinds = scenes.QUESTION_TYPES if task == "vqa" else ("true", *scenes.CHANGES)
+    kinds = vqa.QUESTION_TYPES if task == "vqa" else ("true", *matching.CHANGES)
     assert set(metrics["by_kind"]) == set(kinds)
     assert sum(k["n"] for k in metrics["by_kind"].values()) == metrics["n_examples"]
     if task == "vqa":
@@ -99,7 +101,7 @@ def test_tasks_refuse_photo_datasets_before_downloading_anything(monkeypatch):
 
 
 def test_a_shapes_folder_drawn_at_another_size_trains(tmp_path):
-    from mmkeras import shapes
+    from mmkeras.data import shapes
     folder = shapes.generate(tmp_path / "shapes96", shapes.ShapesConfig(
         num_train=16, num_val=8, num_test=8, image_size=96), progress=False)
     result = classification.train_task(TaskConfig(task="vqa", data=str(folder), epochs=1,

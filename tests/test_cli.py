@@ -4,10 +4,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from mmkeras.evaluation import METRIC_KEYS
+from mmkeras.caption.metrics import METRIC_KEYS
 
 
 def run_cli(*args, env_extra=None):
@@ -69,6 +70,21 @@ def test_evaluate_prints_and_writes_the_metrics(cli_run, tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert set(json.loads(metrics_file.read_text())) == set(METRIC_KEYS)
     assert "bleu_4" in completed.stdout
+
+
+def test_evaluate_takes_a_dataset_name_as_train_does(cli_run, monkeypatch, capsys):
+    """`evaluate --data shapes` goes through the same catalog as `train --data shapes`."""
+    from mmkeras import cli
+    from mmkeras.data import catalog
+    out, _ = cli_run
+    smoke_data = json.loads((out / "config.json").read_text())["data_dir"]
+    asked = []
+    # The default shapes are 10,000 images; the smoke model's own data stand in for them.
+    monkeypatch.setattr(catalog, "shapes_data", lambda config, progress=True: (
+        asked.append(config) or Path(smoke_data)))
+    assert cli.main(["evaluate", "--model", str(out / "model.keras"), "--data", "shapes"]) == 0
+    assert asked == [catalog.shapes.ShapesConfig()]
+    assert "bleu_4" in capsys.readouterr().out
 
 
 def test_caption_prints_one_tab_separated_line_per_image(cli_run):

@@ -7,12 +7,13 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from mmkeras.coco import load_coco
-from mmkeras.dataset import load_splits
-from mmkeras.pipeline import caption_dataset, evaluation_images
-from mmkeras.text import build_vectorizer
-from mmkeras.training import train
-from mmkeras.training_config import TrainConfig
+from mmkeras.caption.train import train
+from mmkeras.config import TrainConfig
+from mmkeras.data.catalog import load_dataset
+from mmkeras.data.coco import load_coco
+from mmkeras.data.images import evaluation_images
+from mmkeras.data.pairs import caption_dataset
+from mmkeras.data.text import build_vectorizer
 
 
 def _png(colour):
@@ -46,7 +47,7 @@ def mock_coco():
 
 
 def test_coco_splits_stream_images_from_the_records(mock_coco):
-    splits = load_splits("coco", splits=("train", "test"))
+    _, splits = load_dataset("coco", splits=("train", "test"))
     train_split, test = splits["train"], splits["test"]
     assert len(train_split) == 9, "train and restval"
     assert test.image_paths == [f"coco:{3000 + i}" for i in range(4)]

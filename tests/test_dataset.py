@@ -2,7 +2,7 @@ import shutil
 
 import pytest
 
-from mmkeras.dataset import SkippedDataWarning, load_captions
+from mmkeras.data.folder import SkippedDataWarning, load_captions
 from mmkeras.errors import UserError
 
 

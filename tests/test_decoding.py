@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mmkeras.decoding import CaptionDecoder, naive_captions
-from mmkeras.models import build_caption_model
-from mmkeras.pipeline import load_image
-from mmkeras.text import END, START
+from mmkeras.caption.decoding import CaptionDecoder, naive_captions
+from mmkeras.caption.model import build_caption_model
+from mmkeras.data.images import load_image
+from mmkeras.data.text import END, START
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ def test_mirrored_strategy_on_two_cpu_devices_trains_and_scores(tmp_path):
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
         from mmkeras.plots import read_history
-        from mmkeras.training import train
-        from mmkeras.training_config import TrainConfig
+        from mmkeras.caption.train import train
+        from mmkeras.config import TrainConfig
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         config = TrainConfig(smoke=True, decoder="attention", batch_size=16, out={str(tmp_path)!r})
         result = train(config, verbose=0, progress=False, strategy=strategy)

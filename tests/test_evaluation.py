@@ -1,7 +1,7 @@
 import pytest
 from nltk.translate.bleu_score import corpus_bleu
 
-from mmkeras.evaluation import METRIC_KEYS, caption_metrics
+from mmkeras.caption.metrics import METRIC_KEYS, caption_metrics
 
 REFERENCES = [
     ["a small red circle above a large blue square", "a red circle is above a blue square"],
@@ -52,7 +52,7 @@ def test_mismatched_lengths_are_refused():
 
 
 def test_per_image_scores_single_out_the_wrong_caption():
-    from mmkeras.evaluation import per_image_scores
+    from mmkeras.caption.metrics import per_image_scores
     hypotheses = [REFERENCES[0][0], "a blue square", REFERENCES[2][1]]
     scores = per_image_scores(REFERENCES, hypotheses)
     assert scores["bleu_4"].shape == (3,)

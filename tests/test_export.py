@@ -13,11 +13,11 @@ import tensorflow as tf
 from PIL import Image
 from test_cli import run_cli
 
-from mmkeras.dataset import load_captions
-from mmkeras.decoding import CaptionDecoder
-from mmkeras.pipeline import decode_image
-from mmkeras.text import END, build_vectorizer, vocabulary_of
-from mmkeras.models import build_caption_model
+from mmkeras.caption.decoding import CaptionDecoder
+from mmkeras.caption.model import build_caption_model
+from mmkeras.data.folder import load_captions
+from mmkeras.data.images import decode_image
+from mmkeras.data.text import END, build_vectorizer, vectorizer_vocabulary
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def model_file(small_shapes, tmp_path_factory):
     test the decoding and the end-of-caption handling harder than a trained model's."""
     keras.utils.set_random_seed(1)
     train = load_captions(small_shapes)["train"]
-    vocabulary = vocabulary_of(build_vectorizer([c for refs in train.captions for c in refs], 12))
+    vocabulary = vectorizer_vocabulary(build_vectorizer([c for refs in train.captions for c in refs], 12))
     path = tmp_path_factory.mktemp("export_model") / "model.keras"
     build_caption_model(vocabulary, 12, "attention").save(path)
     return path
@@ -117,8 +117,8 @@ def test_token_ids_become_the_same_text_in_the_graph_as_in_python():
                           [2, 4, 1, 6, 0, 0],   # start token dropped, unknown kept
                           [3, 4, 4, 4, 4, 4],   # ends at once: empty caption
                           [6, 6, 6, 6, 6, 6]])  # never ends: every word
-    from mmkeras.export import token_ids_to_text
-    from mmkeras.text import ids_to_captions
+    from mmkeras.caption.export import token_ids_to_text
+    from mmkeras.data.text import ids_to_captions
     in_graph = [c.decode() for c in token_ids_to_text(tf.constant(token_ids), vocabulary).numpy()]
     assert in_graph == ids_to_captions(token_ids, vocabulary)
     assert in_graph == ["a red circle", "a [UNK] circle", "", "circle circle circle circle circle circle"]

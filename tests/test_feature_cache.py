@@ -10,10 +10,13 @@ import tensorflow as tf
 from PIL import Image
 from test_cli import run_cli
 
-from mmkeras import feature_cache, models
-from mmkeras.dataset import load_captions
-from mmkeras.feature_cache import cached_features
-from mmkeras.pipeline import image_dataset
+from mmkeras import runs
+from mmkeras.caption import model as caption_model
+from mmkeras.data import feature_cache
+from mmkeras.data.feature_cache import cached_features
+from mmkeras.data.folder import load_captions
+from mmkeras.data.images import image_dataset
+from mmkeras.nn import image_encoders
 
 VOCABULARY = ["", "[UNK]", "[start]", "[end]", "a", "red", "circle"]
 
@@ -23,7 +26,7 @@ def backbone():
     """VGG16 with random weights: unlike a random MobileNetV2, whose features are all but
     zero, it gives features large enough for a wrong value to show."""
     keras.utils.set_random_seed(2)
-    model = models.build_backbone("VGG16", 64, weights=None)
+    model = image_encoders.build_backbone("VGG16", 64, weights=None)
     features = model(np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8))
     assert float(np.abs(features).max()) > 0.1
     return model
@@ -94,10 +97,10 @@ def test_a_partial_or_damaged_cache_is_computed_again(backbone, data, saves, tmp
 
 
 def test_the_model_trained_on_features_captions_images_the_same(backbone):
-    feature_model = models.build_caption_model(
-        VOCABULARY, 4, "attention", models.build_feature_encoder(backbone.output_shape[1:], 8),
+    feature_model = caption_model.build_caption_model(
+        VOCABULARY, 4, "attention", image_encoders.build_feature_encoder(backbone.output_shape[1:], 8),
         units=8, embedding_dim=8)
-    image_model = models.with_backbone(feature_model, backbone)
+    image_model = caption_model.with_backbone(feature_model, backbone)
     images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
     caption_in = np.array([[2, 4, 5, 6, 0]] * 2, np.int32)
     features = backbone(images, training=False).numpy()
@@ -115,6 +118,6 @@ def test_train_with_a_frozen_backbone_uses_the_cache_and_saves_an_image_model(da
     caches = list((data / "features").iterdir())
     assert len(caches) == 1 and caches[0].name.startswith("backbone_mobilenetv2-32px-")
     assert {p.name for p in caches[0].iterdir()} == {"train", "val"}
-    model = models.load_caption_model(tmp_path / "run" / "model.keras")
+    model = runs.load_model(tmp_path / "run" / "model.keras")
     assert model.input["image"].shape[1:] == (32, 32, 3) and model.input["image"].dtype == "uint8"
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["n_images"] == 8

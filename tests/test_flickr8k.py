@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from test_cli import run_cli
 
-from mmkeras import flickr8k
-from mmkeras.dataset import KARPATHY_SPLIT, load_captions
-from mmkeras.download import Archive, fetch, unpack
+from mmkeras.data import flickr8k
+from mmkeras.data.download import Archive, fetch, unpack
+from mmkeras.data.folder import KARPATHY_SPLIT, load_captions
 from mmkeras.errors import UserError
 
 NAMES = [f"{1000 + i}_photo.jpg" for i in range(12)]
@@ -181,7 +181,7 @@ def test_a_damaged_karpathy_file_names_itself(with_karpathy_split):
 
 
 def test_train_data_flickr8k_downloads_into_the_data_root(mirror, monkeypatch, data_root):
-    from mmkeras.training import load_dataset
+    from mmkeras.data.catalog import load_dataset
     monkeypatch.setattr(flickr8k, "ARCHIVES", mirror[1])
     folder, splits = load_dataset("flickr8k", progress=False)
     assert folder == data_root / "flickr8k"

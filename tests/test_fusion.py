@@ -1,12 +1,12 @@
 """The six fusions: each builds, uses both the image and the text, and saves safely."""
 
+import keras
 import numpy as np
 import pytest
 
-import keras
-
-from mmkeras.fusion import OuterProduct, build_fused_classifier
-from mmkeras.task_config import FUSIONS
+from mmkeras.config import FUSIONS
+from mmkeras.nn.layers import OuterProduct
+from mmkeras.tasks.fusion import build_fused_classifier
 
 VOCABULARY = ["", "[UNK]", "what", "colour", "is", "the", "circle", "square", "red", "blue"]
 

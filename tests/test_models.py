@@ -6,43 +6,45 @@ import keras
 import numpy as np
 import pytest
 
-from mmkeras import models
+from mmkeras import config, runs
+from mmkeras.caption.model import build_caption_model, caption_vocabulary, decoder_kind, max_caption_length_of
+from mmkeras.nn import image_encoders
 
 VOCABULARY = ["", "[UNK]", "[start]", "[end]", "a", "red", "circle"]
 
 
-@pytest.mark.parametrize("decoder", models.DECODERS)
+@pytest.mark.parametrize("decoder", config.DECODERS)
 def test_caption_model_maps_images_and_words_to_next_word_logits(decoder):
-    caption_model = models.build_caption_model(VOCABULARY, max_caption_length=5, decoder=decoder,
+    caption_model = build_caption_model(VOCABULARY, max_caption_length=5, decoder=decoder,
                                                units=32, embedding_dim=16)
     logits = caption_model({"image": np.zeros((2, 64, 64, 3), np.uint8),
                             "caption_in": np.ones((2, 6), np.int32)})
     assert logits.shape == (2, 6, len(VOCABULARY))
     assert logits.dtype == "float32"
-    assert models.decoder_kind(caption_model) == decoder
-    assert models.vocabulary_of(caption_model) == VOCABULARY
-    assert models.max_caption_length_of(caption_model) == 5
+    assert decoder_kind(caption_model) == decoder
+    assert caption_vocabulary(caption_model) == VOCABULARY
+    assert max_caption_length_of(caption_model) == 5
 
 
 def test_unknown_decoder_is_refused():
     with pytest.raises(ValueError, match="decoder must be one of"):
-        models.build_caption_model(VOCABULARY, 5, decoder="transformer")
+        build_caption_model(VOCABULARY, 5, decoder="transformer")
 
 
 def test_backbone_by_name_with_its_own_preprocessing():
-    encoder = models.build_image_encoder(64, feature_dim=16, backbone="MobileNetV2",
+    encoder = image_encoders.build_image_encoder(64, feature_dim=16, backbone="MobileNetV2",
                                          backbone_weights=None)
     features = encoder(np.zeros((1, 64, 64, 3), np.uint8))
     assert features.shape == (1, 2, 2, 16)
     backbone = [layer for layer in encoder.layers if isinstance(layer, keras.Model)][0]
     assert not backbone.trainable, "a backbone is frozen unless fine-tuned"
     with pytest.raises(ValueError, match="unknown backbone 'NoSuchNet'"):
-        models.build_image_encoder(64, backbone="NoSuchNet")
+        image_encoders.build_image_encoder(64, backbone="NoSuchNet")
 
 
 def test_backbone_model_saves_and_loads_safely(tmp_path):
-    encoder = models.build_image_encoder(64, feature_dim=8, backbone="MobileNetV2", backbone_weights=None)
-    caption_model = models.build_caption_model(VOCABULARY, 4, "init", encoder, units=8, embedding_dim=8)
+    encoder = image_encoders.build_image_encoder(64, feature_dim=8, backbone="MobileNetV2", backbone_weights=None)
+    caption_model = build_caption_model(VOCABULARY, 4, "init", encoder, units=8, embedding_dim=8)
     caption_model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
     inputs = {"image": np.full((1, 64, 64, 3), 128, np.uint8), "caption_in": np.ones((1, 5), np.int32)}
@@ -50,17 +52,17 @@ def test_backbone_model_saves_and_loads_safely(tmp_path):
 
 
 def test_saved_model_loads_safely_in_a_fresh_process_with_the_same_captions(trained_run, tmp_path):
-    from mmkeras.decoding import CaptionDecoder
-    from mmkeras.pipeline import load_image
+    from mmkeras.caption.decoding import CaptionDecoder
+    from mmkeras.data.images import load_image
     out, result = trained_run
     image_paths = [path for path, _ in result["examples"][:3]]
     images = np.stack([load_image(path, 64).numpy() for path in image_paths])
     here = CaptionDecoder(result["model"]).captions(images)
     script = textwrap.dedent(f"""
         import numpy as np
-        from mmkeras.decoding import CaptionDecoder
-        from mmkeras.models import load_caption_model
-        from mmkeras.pipeline import load_image
+        from mmkeras.caption.decoding import CaptionDecoder
+        from mmkeras.runs import load_model as load_caption_model
+        from mmkeras.data.images import load_image
         model = load_caption_model({str(out / "model.keras")!r})
         images = np.stack([load_image(p, 64).numpy() for p in {image_paths!r}])
         print("\\n".join(CaptionDecoder(model).captions(images)))
@@ -72,11 +74,11 @@ def test_saved_model_loads_safely_in_a_fresh_process_with_the_same_captions(trai
 def test_missing_or_corrupt_model_file_is_a_user_error(tmp_path):
     from mmkeras.errors import UserError
     with pytest.raises(UserError, match="model file not found"):
-        models.load_caption_model(tmp_path / "missing.keras")
+        runs.load_model(tmp_path / "missing.keras")
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"PK\x03\x04 this is not a keras archive")
     with pytest.raises(UserError, match="corrupt.keras: not a readable .keras model"):
-        models.load_caption_model(corrupt)
+        runs.load_model(corrupt)
 
 
 def test_pretrained_weights_that_cannot_download_are_a_user_error(monkeypatch):
@@ -91,17 +93,17 @@ def test_pretrained_weights_that_cannot_download_are_a_user_error(monkeypatch):
     from keras.src.utils import file_utils
     monkeypatch.setattr(file_utils, "get_file", offline)
     with pytest.raises(UserError, match="could not load the imagenet weights of MobileNetV2.*internet"):
-        models.build_image_encoder(64, backbone="MobileNetV2", backbone_weights="imagenet")
+        image_encoders.build_image_encoder(64, backbone="MobileNetV2", backbone_weights="imagenet")
 
 
 def test_fine_tuning_trains_the_top_layers_only_and_never_batch_norm():
-    frozen = models.build_backbone("MobileNetV2", 64, weights=None)
+    frozen = image_encoders.build_backbone("MobileNetV2", 64, weights=None)
     assert frozen.trainable_weights == []
-    tuned = models.build_backbone("MobileNetV2", 64, weights=None, fine_tune=True, fine_tune_layers=10)
+    tuned = image_encoders.build_backbone("MobileNetV2", 64, weights=None, fine_tune=True, fine_tune_layers=10)
     base = [layer for layer in tuned.layers if isinstance(layer, keras.Model)][0]
     trainable = [layer for layer in base.layers if layer.trainable and layer.weights]
     assert trainable, "some layers train"
     assert all(layer in base.layers[-10:] for layer in trainable), "only the top 10"
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in trainable)
-    everything = models.build_backbone("MobileNetV2", 64, weights=None, fine_tune=True, fine_tune_layers=0)
+    everything = image_encoders.build_backbone("MobileNetV2", 64, weights=None, fine_tune=True, fine_tune_layers=0)
     assert len(everything.trainable_weights) > len(tuned.trainable_weights)

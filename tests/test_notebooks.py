@@ -42,7 +42,7 @@ def test_one_smoke_switch_read_from_the_environment(path):
 
 @pytest.mark.parametrize("path", CAPTION_NOTEBOOKS, ids=lambda p: p.name)
 def test_one_line_chooses_the_dataset_and_every_choice_is_known(path):
-    from mmkeras.training import DATASETS
+    from mmkeras.config import DATASETS
     cells = json.loads(path.read_text())["cells"]
     sources = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
     lines = [line for s in sources for line in s.splitlines() if line.startswith("DATASET = ")]

@@ -5,8 +5,9 @@ import json
 import keras
 import numpy as np
 
-from mmkeras import retrieval
-from mmkeras.task_config import RetrievalConfig
+from mmkeras.config import RetrievalConfig
+from mmkeras.nn import layers, losses
+from mmkeras.tasks import retrieval
 
 
 def test_recall_of_a_perfect_and_of_a_known_ranking():
@@ -51,12 +52,12 @@ def test_symmetric_contrastive_loss_is_the_mean_of_both_cross_entropies():
         return -log_softmax[labels, labels].mean()
 
     expected = (cross_entropy(logits) + cross_entropy(logits.T)) / 2
-    loss = retrieval.SymmetricContrastiveLoss()(labels, logits)
+    loss = losses.SymmetricContrastiveLoss()(labels, logits)
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
 
 
 def test_contrastive_logits_scale_cosine_similarities():
-    layer = retrieval.ContrastiveLogits()
+    layer = layers.ContrastiveLogits()
     vectors = np.eye(3, dtype="float32")
     logits = np.asarray(layer([vectors, vectors]))
     np.testing.assert_allclose(logits, np.eye(3) / 0.07, rtol=1e-5)

@@ -11,9 +11,9 @@ from pathlib import Path
 import keras
 import pytest
 
-from mmkeras.dataset import SkippedDataWarning, load_captions
+from mmkeras.data.folder import SkippedDataWarning, load_captions
 from mmkeras.errors import UserError
-from mmkeras.models import load_caption_model
+from mmkeras.runs import load_model as load_caption_model
 
 ROOT = Path(__file__).resolve().parents[1]
 UNSAFE = re.compile(r"\b(pickle|dill|joblib|cloudpickle|Lambda|eval|exec)\b|"

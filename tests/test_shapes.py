@@ -3,8 +3,8 @@ import re
 import numpy as np
 import pytest
 
-from mmkeras import shapes
-from mmkeras.shapes import ShapesConfig
+from mmkeras.data import shapes
+from mmkeras.data.shapes import ShapesConfig
 
 VOCABULARY = set("a is there small large red green blue yellow purple circle square triangle "
                  "to the left right of above below".split())
@@ -51,7 +51,7 @@ def test_layout_and_caption_templates(small_shapes):
         assert caption == caption.strip() and "  " not in caption
     obj = r"(small|large) (red|green|blue|yellow|purple) (circle|square|triangle)"
     rel = r"(to the left of|to the right of|above|below)"
-    for name, captions in by_image.items():
+    for _name, captions in by_image.items():
         assert [k for k, _ in captions] == [0, 1, 2, 3, 4]
         first = re.fullmatch(f"a {obj} {rel} a {obj}", captions[0][1])
         assert first, captions[0][1]

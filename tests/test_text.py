@@ -1,6 +1,6 @@
 import numpy as np
 
-from mmkeras import text
+from mmkeras.data import text
 
 
 def test_standardize_lowers_and_strips_punctuation_in_any_script():
@@ -15,7 +15,7 @@ def test_start_and_end_tokens_survive_and_user_brackets_do_not():
 
 def test_vocabulary_and_unknown_words():
     vectorizer = text.build_vectorizer(["a red circle", "a blue square"], max_caption_length=5)
-    vocabulary = text.vocabulary_of(vectorizer)
+    vocabulary = text.vectorizer_vocabulary(vectorizer)
     assert vocabulary[:2] == [text.PAD, text.UNKNOWN]
     assert set(vocabulary[2:]) == {"a", "red", "blue", "circle", "square", text.START, text.END}
     ids = vectorizer(text.add_start_end(["a purple circle"])).numpy()[0]
@@ -27,12 +27,12 @@ def test_vocabulary_and_unknown_words():
 def test_long_captions_are_cut_to_the_maximum_length():
     vectorizer = text.build_vectorizer(["a b c d e f g h"], max_caption_length=3)
     ids = vectorizer(text.add_start_end(["a b c d e f g h"])).numpy()[0]
-    assert len(ids) == 5 and ids[0] == text.vocabulary_of(vectorizer).index(text.START)
+    assert len(ids) == 5 and ids[0] == text.vectorizer_vocabulary(vectorizer).index(text.START)
 
 
 def test_vectorizer_for_a_stored_vocabulary_gives_the_same_ids():
     vectorizer = text.build_vectorizer(["a red circle", "a blue square"], max_caption_length=5)
-    again = text.vectorizer_for(text.vocabulary_of(vectorizer), max_caption_length=5)
+    again = text.vectorizer_for(text.vectorizer_vocabulary(vectorizer), max_caption_length=5)
     captions = text.add_start_end(["a blue circle", "zebra"])
     np.testing.assert_array_equal(vectorizer(captions).numpy(), again(captions).numpy())
 

@@ -7,17 +7,23 @@ import sys
 import time
 
 import keras
+import numpy as np
 import pytest
 from test_cli import run_cli
 
-import numpy as np
-
-from mmkeras import shapes, training
+from mmkeras.caption import train as caption_train
+from mmkeras.caption.resume import (
+    ResumedEarlyStopping,
+    backup_epochs,
+    keep_history_of_backup,
+    set_stage,
+    stage_to_resume,
+)
+from mmkeras.caption.train import train
+from mmkeras.config import TrainConfig
+from mmkeras.data import shapes
 from mmkeras.errors import UserError
-from mmkeras.resume import (ResumedEarlyStopping, backup_epochs, keep_history_of_backup, set_stage,
-                            stage_to_resume)
-from mmkeras.training import save_atomically, train
-from mmkeras.training_config import TrainConfig
+from mmkeras.runs import save_model as save_atomically
 
 
 class Interrupt(Exception):
@@ -69,7 +75,7 @@ def test_a_run_with_other_settings_does_not_resume_an_unfinished_one(tmp_path):
 
 def test_a_run_killed_after_training_only_scores_the_saved_model(tmp_path, capsys, monkeypatch):
     config = TrainConfig(smoke=True, decoder="init", out=str(tmp_path))
-    monkeypatch.setattr(training, "caption_metrics", _killed)
+    monkeypatch.setattr(caption_train, "caption_metrics", _killed)
     with pytest.raises(Interrupt):
         train(config, verbose=0, progress=False)
     saved = (tmp_path / "model.keras").stat().st_mtime_ns

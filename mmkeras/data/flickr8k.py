@@ -1,7 +1,7 @@
 """Flickr8k: 8,091 photos with five captions each, from the mirror the TensorFlow tutorial uses.
 
 ``python -m mmkeras data flickr8k --out DIR`` runs :func:`prepare`. The result is the
-original release's layout, which :func:`mmkeras.dataset.load_captions` reads as it is:
+original release's layout, which :func:`mmkeras.data.folder.load_captions` reads as it is:
 ``Flicker8k_Dataset/`` (sic), ``Flickr8k.token.txt`` and ``Flickr_8k.{train,dev,test}Images.txt``.
 Put Karpathy's ``dataset_flickr8k.json`` in the same folder to train and score on his split,
 the one captioning papers report on.
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmkeras.download import Archive, fetch, unpack
+from mmkeras.atomic import write_text
+from mmkeras.data.download import Archive, fetch, unpack
 from mmkeras.errors import UserError
 
 MIRROR = "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k"
@@ -40,7 +41,7 @@ def prepare(out, archives: tuple[Archive, ...] | None = None, keep_archives: boo
         path = fetch(archive, downloads, progress=progress)
         print(f"unpacking {archive.name}")
         unpack(path, out)
-        done.write_text(archive.md5)
+        write_text(done, archive.md5)
         if not keep_archives:
             path.unlink()
     missing = [name for name in EXPECTED if not (out / name).exists()]

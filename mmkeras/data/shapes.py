@@ -1,12 +1,16 @@
-"""Shapes Captions: the bundled, procedurally drawn captioning dataset.
+"""Shapes Captions: the bundled, procedurally drawn captioning dataset, drawn and read back.
 
-Every number here is fixed by ``shared/specs/shapes-captions.md``; the data are a pure
-function of ``(seed, sizes, image_size)``. Introduced in ``01_preprocessing.ipynb``.
+Every number here is fixed by the spec, ``docs/shapes-captions.md``; the data are a pure
+function of ``(seed, sizes, image_size)``. The five caption templates live here once:
+:func:`captions_for` writes them and :func:`read_caption` reads any of them back into
+objects and a relation, which the multimodal tasks build their questions and false
+captions from. Introduced in ``01_preprocessing.ipynb``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,6 +18,8 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from mmkeras.atomic import write_json, write_text
+from mmkeras.data.folder import CaptionSplit
 from mmkeras.errors import UserError
 
 SHAPES = ("circle", "square", "triangle")
@@ -57,26 +63,141 @@ class ShapesConfig:
 
 
 @dataclass(frozen=True)
-class ShapeObject:
-    shape: str
-    colour: str
+class SceneObject:
+    """One object as the captions name it (where it lies is the relation's business)."""
+
     size: str
-    radius: float
-    centre: tuple[float, float]  # (x, y), y grows downward
+    colour: str
+    shape: str
+
+    @property
+    def name(self) -> str:
+        """Colour and shape: unique in a scene (the two objects differ in one or both)."""
+        return f"{self.colour} {self.shape}"
 
 
-def captions_for(first: ShapeObject, second: ShapeObject, relation: str) -> list[str]:
+@dataclass(frozen=True)
+class Scene:
+    """Two objects, and where the first lies from the second: all that the captions say."""
+
+    first: SceneObject
+    second: SceneObject
+    relation: str
+
+    @property
+    def objects(self) -> tuple[SceneObject, SceneObject]:
+        return self.first, self.second
+
+    def holds(self, subject: SceneObject, relation: str, reference: SceneObject) -> bool:
+        """Whether ``subject relation reference`` is true of this scene."""
+        if (subject, reference) == (self.first, self.second):
+            return relation == self.relation
+        if (subject, reference) == (self.second, self.first):
+            return relation == INVERSE_RELATION[self.relation]
+        return False
+
+
+# The spec's five captions of a scene, in its order: 1 is the first object, 2 the second,
+# s size, c colour, h shape, REL the relation of 1 to 2 and INV its inverse.
+TEMPLATES = (
+    "a {s1} {c1} {h1} {REL} a {s2} {c2} {h2}",
+    "a {s2} {c2} {h2} {INV} a {s1} {c1} {h1}",
+    "a {c1} {h1} is {REL} a {c2} {h2}",
+    "there is a {s1} {c1} {h1} {REL} a {c2} {h2}",
+    "a {c2} {h2} {INV} a {c1} {h1}",
+)
+
+
+def captions_for(scene: Scene) -> list[str]:
     """The five captions of a scene, in the spec's order."""
-    s1, c1, h1 = first.size, first.colour, first.shape
-    s2, c2, h2 = second.size, second.colour, second.shape
-    inverse = INVERSE_RELATION[relation]
-    return [
-        f"a {s1} {c1} {h1} {relation} a {s2} {c2} {h2}",
-        f"a {s2} {c2} {h2} {inverse} a {s1} {c1} {h1}",
-        f"a {c1} {h1} is {relation} a {c2} {h2}",
-        f"there is a {s1} {c1} {h1} {relation} a {c2} {h2}",
-        f"a {c2} {h2} {inverse} a {c1} {h1}",
-    ]
+    (s1, c1, h1), (s2, c2, h2) = ((o.size, o.colour, o.shape) for o in scene.objects)
+    words = {"s1": s1, "c1": c1, "h1": h1, "s2": s2, "c2": c2, "h2": h2,
+             "REL": scene.relation, "INV": INVERSE_RELATION[scene.relation]}
+    return [template.format(**words) for template in TEMPLATES]
+
+
+def _template_pattern(template: str) -> re.Pattern:
+    choices = {"s": SIZES, "c": COLOURS, "h": SHAPES}
+    pattern = template
+    for field in re.findall(r"\{(\w+)\}", template):
+        words = RELATIONS if field in ("REL", "INV") else choices[field[0]]
+        pattern = pattern.replace(f"{{{field}}}", f"(?P<{field}>{'|'.join(words)})")
+    return re.compile(f"^{pattern}$")
+
+
+_TEMPLATE_PATTERNS = tuple(_template_pattern(t) for t in TEMPLATES)
+
+
+@dataclass(frozen=True)
+class CaptionReading:
+    """What one caption says: two objects (a size is None where the template leaves it out)
+    and the relation of the first to the second."""
+
+    first: SceneObject
+    second: SceneObject
+    relation: str
+
+    def scene(self) -> Scene | None:
+        """The whole scene, if the caption names both sizes; else None."""
+        if self.first.size is None or self.second.size is None:
+            return None
+        return Scene(self.first, self.second, self.relation)
+
+
+def read_caption(caption: str) -> CaptionReading | None:
+    """Read a caption of any of the five templates back; None if it follows none of them."""
+    caption = caption.strip()
+    for pattern in _TEMPLATE_PATTERNS:
+        match = pattern.match(caption)
+        if match is None:
+            continue
+        words = match.groupdict()
+        first, second = (SceneObject(words.get(f"s{i}"), words[f"c{i}"], words[f"h{i}"])
+                         for i in (1, 2))
+        relation = words.get("REL") or INVERSE_RELATION[words["INV"]]
+        return CaptionReading(first, second, relation)
+    return None
+
+
+def parse_scene(caption: str) -> Scene | None:
+    """The scene a caption that names both sizes describes; None for other captions."""
+    reading = read_caption(caption)
+    return reading.scene() if reading else None
+
+
+def describes(caption: str, scene: Scene) -> bool:
+    """Whether a caption of any of the five templates is true of ``scene``.
+
+    An object mentioned with or without its size must match one of the scene's objects,
+    the two mentions distinct objects, and the relation must hold between them.
+    """
+    reading = read_caption(caption)
+    if reading is None:
+        raise ValueError(f"not a Shapes Captions caption: {caption!r}")
+
+    def matches(mention: SceneObject, obj: SceneObject) -> bool:
+        return (obj.colour, obj.shape) == (mention.colour, mention.shape) and \
+            mention.size in (None, obj.size)
+
+    for subject, reference in (scene.objects, scene.objects[::-1]):
+        if matches(reading.first, subject) and matches(reading.second, reference):
+            return scene.holds(subject, reading.relation, reference)
+    return False
+
+
+def scenes_of(split: CaptionSplit, source: str = "the dataset") -> list[Scene]:
+    """Each image's scene, from the first of its captions that states the whole scene."""
+    scenes = []
+    for path, captions in zip(split.image_paths, split.captions):
+        scene = next((s for s in map(parse_scene, captions) if s is not None), None)
+        if scene is None:
+            raise UserError(
+                f"{path}: none of its captions has the form 'a SIZE COLOUR SHAPE RELATION a "
+                f"SIZE COLOUR SHAPE' that Shapes Captions' first caption has; the multimodal "
+                f"tasks are built from that caption, so they need a Shapes Captions folder "
+                f"({source})")
+        scenes.append(scene)
+    return scenes
 
 
 def _pick_attributes(rng: np.random.Generator, split: str, cogent: bool):
@@ -125,14 +246,14 @@ _SHIFT = 4
 _ONE = 1 << _SHIFT
 
 
-def _draw(canvas: np.ndarray, obj: ShapeObject, colour: tuple[int, int, int]) -> None:
-    x, y = obj.centre
-    r = obj.radius
-    if obj.shape == "circle":
+def _draw(canvas: np.ndarray, shape: str, centre: tuple[float, float], r: float,
+          colour: tuple[int, int, int]) -> None:
+    x, y = centre  # y grows downward
+    if shape == "circle":
         cv2.circle(canvas, (round(x * _ONE), round(y * _ONE)), round(r * _ONE), colour,
                    thickness=-1, lineType=cv2.LINE_AA, shift=_SHIFT)
         return
-    if obj.shape == "square":
+    if shape == "square":
         corners = [(x - r, y - r), (x + r, y - r), (x + r, y + r), (x - r, y + r)]
     else:  # isosceles triangle, apex up, base horizontal
         corners = [(x, y - r), (x + r, y + r), (x - r, y + r)]
@@ -157,10 +278,9 @@ def draw_scene(rng: np.random.Generator, split: str = "train", image_size: int =
     for (shape, colour, size), radius, centre in zip(attributes, radii, centres):
         jitter = rng.integers(-20, 21, size=3)
         rgb = np.clip(np.array(COLOURS[colour]) + jitter, 0, 255)
-        obj = ShapeObject(shape, colour, size, float(radius), centre)
-        _draw(canvas, obj, tuple(int(v) for v in rgb))
-        objects.append(obj)
-    return canvas, captions_for(objects[0], objects[1], relation)
+        _draw(canvas, shape, centre, float(radius), tuple(int(v) for v in rgb))
+        objects.append(SceneObject(size, colour, shape))
+    return canvas, captions_for(Scene(objects[0], objects[1], relation))
 
 
 def generate(out_dir: str | Path, config: ShapesConfig = ShapesConfig(),
@@ -191,10 +311,10 @@ def generate(out_dir: str | Path, config: ShapesConfig = ShapesConfig(),
                 names.append(name)
                 caption_lines += [f"{name}#{k}\t{c}" for k, c in enumerate(captions)]
                 bar.update()
-            (out_dir / f"{split}.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
-    (out_dir / "captions.txt").write_text("\n".join(caption_lines) + "\n", encoding="utf-8")
+            write_text(out_dir / f"{split}.txt", "\n".join(names) + "\n")
+    write_text(out_dir / "captions.txt", "\n".join(caption_lines) + "\n")
     # Written last: its presence says the folder is complete.
-    (out_dir / "shapes.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    write_json(out_dir / "shapes.json", asdict(config))
     return out_dir
 
 

@@ -21,8 +21,9 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from mmkeras.dataset import CaptionSplit
-from mmkeras.pipeline import split_images
+from mmkeras.atomic import partial_path, replace_folder, write_json
+from mmkeras.data.folder import CaptionSplit
+from mmkeras.data.images import split_images
 
 MANIFEST = "manifest.json"
 
@@ -64,7 +65,7 @@ def cached_features(backbone: keras.Model, split: CaptionSplit, cache_dir, batch
         pass
     except ValueError:
         print(f"feature cache {folder} is damaged: computing it again")
-    partial = folder.with_name(folder.name + ".partial")
+    partial = partial_path(folder)
     shutil.rmtree(partial, ignore_errors=True)
     images = split_images(split, backbone.input_shape[1], cache=False).batch(batch_size)
 
@@ -78,9 +79,8 @@ def cached_features(backbone: keras.Model, split: CaptionSplit, cache_dir, batch
     tf.data.Dataset.from_generator(feature_batches, output_signature=spec).unbatch().save(str(partial))
     # The manifest last, inside the folder before it takes its final name: a cache with a
     # manifest is always whole.
-    (partial / MANIFEST).write_text(json.dumps(manifest))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(partial, folder)
+    write_json(partial / MANIFEST, manifest)
+    replace_folder(partial, folder)
     return _load(folder)
 
 

@@ -1,6 +1,7 @@
-"""The tf.data input pipeline: decode, resize, cache, pair with captions, batch, prefetch.
+"""Images paired with captions for teacher forcing: the tf.data pipeline that feeds ``fit``.
 
-Introduced in ``01_preprocessing.ipynb``; used for training in ``02_training.ipynb``.
+Cache, shuffle, pick a caption, shift it by one word, batch, prefetch. Introduced in
+``01_preprocessing.ipynb``; used for training in ``02_training.ipynb``.
 """
 
 from __future__ import annotations
@@ -8,44 +9,11 @@ from __future__ import annotations
 import tensorflow as tf
 from keras import layers
 
-from mmkeras.dataset import CaptionSplit
-from mmkeras.text import add_start_end
+from mmkeras.data.folder import CaptionSplit
+from mmkeras.data.images import AUTOTUNE, split_images
+from mmkeras.data.text import add_start_end
 
-AUTOTUNE = tf.data.AUTOTUNE
 STREAM_SHUFFLE_BUFFER = 4096
-
-
-def decode_image(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Encoded PNG/JPEG/GIF/BMP bytes to a ``(image_size, image_size, 3)`` uint8 RGB image.
-
-    ``tf.io.decode_image`` returns RGB (OpenCV's ``imread`` returns BGR), converts greyscale
-    and drops alpha with ``channels=3``, and keeps the first frame of a GIF.
-    """
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False, dtype=tf.uint8)
-    image = tf.image.resize(image, (image_size, image_size), antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-
-
-def load_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    return decode_image(tf.io.read_file(path), image_size)
-
-
-def image_dataset(paths: list[str], image_size: int, cache: bool = True) -> tf.data.Dataset:
-    """Decoded, resized images in file order; cached in memory after the first pass."""
-    images = tf.data.Dataset.from_tensor_slices(paths).map(
-        lambda path: load_image(path, image_size), num_parallel_calls=AUTOTUNE)
-    return images.cache() if cache else images
-
-
-def split_images(split: CaptionSplit, image_size: int, cache: bool = True) -> tf.data.Dataset:
-    """A split's images in order: decoded from its files, or streamed from its records.
-
-    Streamed splits (MS-COCO) are never cached in memory: they would not fit.
-    """
-    if split.image_source is not None:
-        # Stating the length lets Keras count the steps of an epoch and show its progress.
-        return split.image_source(image_size).apply(tf.data.experimental.assert_cardinality(len(split)))
-    return image_dataset(split.image_paths, image_size, cache)
 
 
 def tokenize_references(split: CaptionSplit, vectorizer: layers.TextVectorization) -> tf.RaggedTensor:
@@ -69,7 +37,7 @@ def caption_dataset(split: CaptionSplit, vectorizer: layers.TextVectorization, i
     costs one pass over the images; ``all_pairs=True`` uses every (image, caption) pair
     instead, as many tutorials do, which makes an epoch several times longer. ``images``
     replaces the split's decoded image files, in the same order (a frozen backbone's
-    cached features, :mod:`mmkeras.feature_cache`).
+    cached features, :mod:`mmkeras.data.feature_cache`).
     """
     # A whole split fits in the shuffle buffer when its images are cached in memory anyway;
     # streamed images (MS-COCO) and features read from disk get a buffer that fits.
@@ -101,8 +69,3 @@ def caption_dataset(split: CaptionSplit, vectorizer: layers.TextVectorization, i
 def _pick_one(references: tf.Tensor, seed: int | None) -> tf.Tensor:
     index = tf.random.uniform((), maxval=tf.shape(references)[0], dtype=tf.int32, seed=seed)
     return references[index]
-
-
-def evaluation_images(split: CaptionSplit, image_size: int, batch_size: int = 128) -> tf.data.Dataset:
-    """Batched images in file order, for decoding and scoring (no captions, no shuffle)."""
-    return split_images(split, image_size, cache=False).batch(batch_size).prefetch(AUTOTUNE)

@@ -1,4 +1,4 @@
-"""Read a captioning folder in the Flickr8k line formats into image paths and captions.
+"""Read a captioning folder in the Flickr8k layouts into image paths and captions.
 
 One loader serves the bundled Shapes Captions data and the original Flickr8k release:
 a token file of ``{image}#{k}<TAB>{caption}`` lines, an image folder, and one file per
@@ -41,7 +41,7 @@ class SkippedDataWarning(UserWarning):
 class CaptionSplit:
     """One split: ``image_paths[i]`` is described by every caption in ``captions[i]``.
 
-    A split streamed from records (MS-COCO, :mod:`mmkeras.coco`) names its images by id in
+    A split streamed from records (MS-COCO, :mod:`mmkeras.data.coco`) names its images by id in
     ``image_paths`` and gives them through ``image_source(image_size)``, a ``tf.data``
     dataset of uint8 images in the same order.
     """
@@ -57,14 +57,6 @@ class CaptionSplit:
     @property
     def num_captions(self) -> int:
         return sum(len(c) for c in self.captions)
-
-
-def load_splits(data: str | Path, splits=("train", "val", "test")) -> dict[str, CaptionSplit]:
-    """``"coco"`` (MS-COCO through tensorflow-datasets), or a folder for :func:`load_captions`."""
-    if str(data) == "coco":
-        from mmkeras.coco import load_coco  # tensorflow-datasets is imported only for COCO
-        return load_coco(splits)
-    return load_captions(data, splits)
 
 
 def _first_existing(root: Path, names: tuple[str, ...], what: str) -> Path:

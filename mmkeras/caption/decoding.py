@@ -1,8 +1,8 @@
 """Free-running caption decoding: greedy and beam search, batched and compiled.
 
 The caption model is trained on whole teacher-forced sequences; to generate, the same
-layers run one word at a time, carrying the LSTM state from step to step instead of
-re-reading the whole prefix. Introduced in ``03_evaluation.ipynb``.
+layers run one word at a time (:class:`~mmkeras.caption.model.StepwiseDecoder`), carrying
+the decoder's state from step to step instead of re-reading the whole prefix. Introduced in ``03_evaluation.ipynb``.
 """
 
 from __future__ import annotations
@@ -12,64 +12,38 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from mmkeras.models import decoder_kind, max_caption_length_of, vocabulary_of
-from mmkeras.text import END, START, ids_to_captions
+from mmkeras.caption.model import StepwiseDecoder, caption_vocabulary, max_caption_length_of
+from mmkeras.data.text import END, START, ids_to_captions
 
 NEG_INF = -1e9
 
 
 class CaptionDecoder:
-    """Greedy or beam-search captions for batches of uint8 images, from a caption model."""
+    """Greedy or beam-search captions for batches of uint8 images, from a caption model.
+
+    :meth:`greedy_search` and :meth:`beam_search` are plain TensorFlow, to be traced into
+    any graph (the export does); :meth:`token_ids` and :meth:`captions` run them compiled.
+    """
 
     def __init__(self, caption_model: keras.Model):
         self.caption_model = caption_model
-        self.vocabulary = vocabulary_of(caption_model)
+        self.vocabulary = caption_vocabulary(caption_model)
         self.max_caption_length = max_caption_length_of(caption_model)
         self.start_id = self.vocabulary.index(START)
         self.end_id = self.vocabulary.index(END)
-        self.uses_attention = decoder_kind(caption_model) == "attention"
-        layer = caption_model.get_layer
-        self.embedding = layer("word_embedding")
-        self.lstm_cell = layer("decoder_lstm").cell
-        self.word_logits = layer("word_logits")
-        image_input = caption_model.input["image"]
-        encoded = [layer("init_h").output, layer("init_c").output]
-        if self.uses_attention:
-            self.attention = layer("attention")
-            self.attention_concat = layer("attention_concat")
-            self.attention_combine = layer("attention_combine")
-            encoded.append(layer("attention_memory").output)
-        # The encoding half of the caption model, as a model of its own.
-        self.encoder = keras.Model(image_input, encoded, name="caption_encoder")
+        self.stepwise = StepwiseDecoder(caption_model)
+        self.uses_attention = self.stepwise.uses_attention
         # A fixed signature with an unknown batch size: one trace serves every batch, and the
         # loop variables keep the same (unknown) shapes from one step to the next.
-        images = tf.TensorSpec([None, *image_input.shape[1:]], tf.uint8)
-        self._greedy = tf.function(self._greedy_search, input_signature=[images])
-        self._beam = tf.function(self._beam_search,
+        images = tf.TensorSpec([None, *caption_model.input["image"].shape[1:]], tf.uint8)
+        self._greedy = tf.function(self.greedy_search, input_signature=[images])
+        self._beam = tf.function(self.beam_search,
                                  input_signature=[images, tf.TensorSpec([], tf.int32)])
 
-    # One step of the decoder: the same layers, in the same order, as the caption model.
-    def step(self, tokens, state, memory):
-        # .call, not __call__: a one-word step has no padding, and a mask here would only
-        # trigger a warning from the LSTM cell, which cannot use one.
-        words = self.embedding.call(tokens)
-        hidden, state = self.lstm_cell(words, state)
-        attention_scores = None
-        if self.uses_attention:
-            context, attention_scores = self.attention(
-                [hidden[:, None, :], memory], return_attention_scores=True)
-            hidden = self.attention_combine(self.attention_concat([hidden, context[:, 0, :]]))
-            attention_scores = attention_scores[:, 0, :]
-        return self.word_logits(hidden), state, attention_scores
-
-    def _encode(self, images):
-        encoded = self.encoder(images, training=False)
-        state = [encoded[0], encoded[1]]
-        memory = encoded[2] if self.uses_attention else None
-        return state, memory
-
-    def _greedy_search(self, images):
-        state, memory = self._encode(images)
+    def greedy_search(self, images):
+        """``(token_ids, attention)``: the likeliest word at each step, and where it looked
+        (``(batch, steps, positions)``; zero positions without attention)."""
+        state, memory = self.stepwise.encode(images)
         batch = tf.shape(images)[0]
         tokens = tf.fill([batch], self.start_id)
         finished = tf.zeros([batch], tf.bool)
@@ -77,7 +51,7 @@ class CaptionDecoder:
         words = tf.TensorArray(tf.int32, size=length)
         attention = tf.TensorArray(tf.float32, size=length)
         for t in tf.range(length):
-            logits, state, scores = self.step(tokens, state, memory)
+            logits, state, scores = self.stepwise.step(tokens, state, memory)
             next_tokens = tf.argmax(logits, axis=-1, output_type=tf.int32)
             next_tokens = tf.where(finished, 0, next_tokens)
             words = words.write(t, next_tokens)
@@ -90,8 +64,9 @@ class CaptionDecoder:
             return token_ids, tf.transpose(attention.stack(), [1, 0, 2])
         return token_ids, tf.zeros([batch, length, 0])
 
-    def _beam_search(self, images, beam_width):
-        state, memory = self._encode(images)
+    def beam_search(self, images, beam_width):
+        """``token_ids`` of the best of ``beam_width`` beams by mean log-probability per word."""
+        state, memory = self.stepwise.encode(images)
         batch = tf.shape(images)[0]
         vocab_size = len(self.vocabulary)
         length = self.max_caption_length + 1
@@ -110,7 +85,7 @@ class CaptionDecoder:
         pad_only = tf.one_hot(0, vocab_size, on_value=0.0, off_value=NEG_INF)
 
         for t in tf.range(length):
-            logits, state, _ = self.step(tokens, state, memory)
+            logits, state, _ = self.stepwise.step(tokens, state, memory)
             log_probs = tf.reshape(tf.nn.log_softmax(tf.cast(logits, tf.float32)),
                                    [batch, beam_width, vocab_size])
             # A finished beam may only continue with padding, at no cost.
@@ -121,15 +96,14 @@ class CaptionDecoder:
             word = flat_index % vocab_size
 
             def reorder(x):  # pick each new beam's parent row
-                return tf.gather(x, parent, batch_dims=1)
+                return tf.gather(x, parent, batch_dims=1)  # noqa: B023 (used in this step only)
 
             sequences = tf.where(tf.range(length)[None, None, :] == t, word[..., None],
                                  reorder(sequences))
             was_finished = reorder(finished)
             lengths = reorder(lengths) + tf.cast(~was_finished, tf.float32)
             finished = was_finished | tf.equal(word, self.end_id)
-            state = [tf.reshape(reorder(tf.reshape(s, [batch, beam_width, s.shape[-1]])),
-                                [batch * beam_width, s.shape[-1]]) for s in state]
+            state = [_merge_beams(reorder(_split_beams(s, batch, beam_width))) for s in state]
             tokens = tf.reshape(word, [-1])
         # Mean log-probability per word, so long captions are not penalised for length.
         best = tf.argmax(scores / tf.maximum(lengths, 1.0), axis=-1, output_type=tf.int32)
@@ -164,13 +138,23 @@ class CaptionDecoder:
         return captions
 
 
+def _split_beams(x, batch, beam_width):
+    """``(batch * beam, ...)`` to ``(batch, beam, ...)``."""
+    return tf.reshape(x, [batch, beam_width, *x.shape[1:]])
+
+
+def _merge_beams(x):
+    """``(batch, beam, ...)`` to ``(batch * beam, ...)``."""
+    return tf.reshape(x, [-1, *x.shape[2:]])
+
+
 def naive_captions(caption_model: keras.Model, images) -> list[str]:
     """The loop popular tutorials use: one ``predict`` per word per image, whole prefix each time.
 
     Kept for comparison (``benchmarks/decode_speed.py``); :class:`CaptionDecoder` gives the
     same greedy captions, much faster.
     """
-    vocabulary = vocabulary_of(caption_model)
+    vocabulary = caption_vocabulary(caption_model)
     positions = max_caption_length_of(caption_model) + 1
     start_id, end_id = vocabulary.index(START), vocabulary.index(END)
     captions = []

@@ -11,67 +11,28 @@ Introduced in ``04_multimodal_tasks.ipynb``; ``python -m mmkeras retrieval`` run
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from math import comb
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import layers, ops
+from keras import layers
 
-from mmkeras.dataset import CaptionSplit
-from mmkeras.models import WordEmbedding, build_image_encoder
-from mmkeras.pipeline import AUTOTUNE, caption_dataset, evaluation_images, teacher_forcing
-from mmkeras.resume import write_json
-from mmkeras.task_config import RetrievalConfig
-from mmkeras.text import add_start_end, build_vectorizer, caption_lengths, vocabulary_of
-from mmkeras.training import DATASETS, load_dataset, save_atomically
+from mmkeras import runs
+from mmkeras.config import RetrievalConfig
+from mmkeras.data.catalog import image_size_of, load_dataset
+from mmkeras.data.folder import CaptionSplit
+from mmkeras.data.images import AUTOTUNE, evaluation_images
+from mmkeras.data.pairs import caption_dataset, teacher_forcing
+from mmkeras.data.text import add_start_end, build_vectorizer, caption_lengths, vectorizer_vocabulary
+from mmkeras.nn.image_encoders import build_image_encoder
+from mmkeras.nn.layers import ContrastiveLogits
+from mmkeras.nn.losses import SymmetricContrastiveLoss
+from mmkeras.nn.text_encoder import encode_text
 
 RECALL_AT = (1, 5, 10)
-
-
-@keras.saving.register_keras_serializable(package="mmkeras")
-class ContrastiveLogits(layers.Layer):
-    """Every image of a batch against every caption: cosine similarities times a learned scale.
-
-    The scale (an inverse temperature, learned in log space as CLIP does, starting at
-    1 / 0.07 and capped at 100) sharpens the softmax over the batch as training goes on.
-    """
-
-    def build(self, input_shapes):
-        self.log_scale = self.add_weight(
-            name="log_scale", shape=(),
-            initializer=keras.initializers.Constant(math.log(1 / 0.07)))
-
-    def call(self, inputs):
-        image_embeddings, text_embeddings = inputs
-        scale = ops.exp(ops.minimum(self.log_scale, math.log(100.0)))
-        return scale * ops.matmul(image_embeddings, ops.transpose(text_embeddings))
-
-    def compute_output_shape(self, input_shapes):
-        return (input_shapes[0][0], input_shapes[1][0])
-
-
-@keras.saving.register_keras_serializable(package="mmkeras")
-class SymmetricContrastiveLoss(keras.losses.Loss):
-    """Cross-entropy over the batch both ways: each image picks its caption among the
-    batch's captions, and each caption its image among the batch's images.
-
-    ``y_true`` holds, for image ``i``, the column of its caption: ``i`` (see
-    :func:`retrieval_dataset`).
-    """
-
-    def __init__(self, name="symmetric_contrastive", **kwargs):
-        super().__init__(name=name, **kwargs)
-
-    def call(self, y_true, logits):
-        image_to_text = keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
-        text_to_image = keras.losses.sparse_categorical_crossentropy(
-            y_true, ops.transpose(logits), from_logits=True)
-        return (image_to_text + text_to_image) / 2
 
 
 def build_dual_encoder(vocabulary: list[str], max_text_length: int, image_size: int = 64,
@@ -79,7 +40,7 @@ def build_dual_encoder(vocabulary: list[str], max_text_length: int, image_size: 
     """``(contrastive model, image tower, text tower)``; the towers share the model's weights.
 
     Image tower: the captioner's CNN encoder, flattened (where things are matters), to a
-    unit vector. Text tower: word embedding and LSTM, its last state to a unit vector.
+    unit vector. Text tower: the shared text encoder, its last state to a unit vector.
     """
     image = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     feature_map = build_image_encoder(image_size, feature_dim=units)(image)
@@ -88,8 +49,7 @@ def build_dual_encoder(vocabulary: list[str], max_text_length: int, image_size: 
     image_tower = keras.Model(image, layers.UnitNormalization()(image_vector), name="image_tower")
 
     text = keras.Input((max_text_length,), dtype="int32", name="text")
-    words = WordEmbedding(vocabulary, units, name="word_embedding")(text)
-    text_vector = layers.LSTM(units, name="text_lstm")(words)
+    _, text_vector = encode_text(text, vocabulary, units, units)
     text_vector = layers.Dense(embedding_dim, name="text_projection")(text_vector)
     text_tower = keras.Model(text, layers.UnitNormalization()(text_vector), name="text_tower")
 
@@ -163,31 +123,30 @@ def embed_split(split: CaptionSplit, image_tower, text_tower, vectorizer, image_
 
 def train_retrieval(config: RetrievalConfig, verbose: int | str = "auto", progress: bool = True) -> dict:
     """Train the dual encoder, score recall on the test split, write model, history, metrics."""
-    keras.utils.set_random_seed(config.seed)
-    epochs = 2 if config.smoke else config.epochs
-    _, splits = load_dataset(config.data, config.smoke, config.seed, progress)
-    image_size = DATASETS.get(config.data, DATASETS["shapes"])["image_size"]
+    # The data first: a mistake in them leaves --out as it was.
+    _, splits = load_dataset(config.data, smoke=config.smoke, seed=config.seed, progress=progress)
+    out = runs.start(config.out, config.seed)
+    runs.forget_history(out)
+    epochs = runs.epochs_for(config)
     train_split = splits["train"]
+    image_size = image_size_of(config.data, train_split)
     train_captions = [c for refs in train_split.captions for c in refs]
     max_caption_length = int(min(40, np.percentile(caption_lengths(train_captions), 99)))
     vectorizer = build_vectorizer(train_captions, max_caption_length)
 
     model, image_tower, text_tower = build_dual_encoder(
-        vocabulary_of(vectorizer), max_caption_length + 1, image_size, config.embedding_dim,
-        config.units)
+        vectorizer_vocabulary(vectorizer), max_caption_length + 1, image_size,
+        config.embedding_dim, config.units)
     decay_steps = epochs * math.ceil(len(train_split) / config.batch_size)
-    model.compile(optimizer=keras.optimizers.Adam(
-        keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps, alpha=0.05),
-        clipnorm=5.0), loss=SymmetricContrastiveLoss())
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    model.compile(optimizer=runs.optimizer(config.learning_rate, decay_steps),
+                  loss=SymmetricContrastiveLoss())
     started = time.perf_counter()
-    history = model.fit(
+    history = runs.fit(
+        model,
         retrieval_dataset(train_split, vectorizer, image_size, config.batch_size, seed=config.seed),
-        validation_data=retrieval_dataset(splits["val"], vectorizer, image_size,
-                                          config.batch_size, shuffle=False, seed=config.seed),
-        epochs=epochs, verbose=verbose, shuffle=False,
-        callbacks=[keras.callbacks.CSVLogger(str(out / "history.csv"))])
+        retrieval_dataset(splits["val"], vectorizer, image_size, config.batch_size, shuffle=False,
+                          seed=config.seed),
+        out, epochs, verbose)
     fit_seconds = time.perf_counter() - started
 
     test = splits["test"]
@@ -198,8 +157,7 @@ def train_retrieval(config: RetrievalConfig, verbose: int | str = "auto", progre
     metrics = {**recalls, "chance": chance_recall(len(test), captions_per_image),
                "n_images": len(test), "n_captions": len(caption_image),
                "parameters": model.count_params(), "seconds_per_epoch": fit_seconds / epochs}
-    save_atomically(model, out / "model.keras")
-    write_json(out / "config.json", {**dataclasses.asdict(config), "epochs_run": epochs})
-    write_json(out / "metrics.json", metrics)
+    runs.save_model(model, out / "model.keras")
+    runs.record(out, config, metrics, epochs_run=epochs)
     return {**metrics, "model": model, "image_tower": image_tower, "text_tower": text_tower,
-            "vectorizer": vectorizer, "history": history.history}
+            "vectorizer": vectorizer, "history": history}

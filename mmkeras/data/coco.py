@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
-from mmkeras.dataset import CaptionSplit
-from mmkeras.pipeline import AUTOTUNE, decode_image
+from mmkeras.data.folder import CaptionSplit
+from mmkeras.data.images import AUTOTUNE, decode_image
 
 TFDS_NAME = "coco_captions"
 TFDS_SPLITS = {"train": "train+restval", "val": "val", "test": "test"}

@@ -54,7 +54,8 @@ def build_vectorizer(train_captions: list[str], max_caption_length: int,
     return vectorizer
 
 
-def vocabulary_of(vectorizer: layers.TextVectorization) -> list[str]:
+def vectorizer_vocabulary(vectorizer: layers.TextVectorization) -> list[str]:
+    """The vectorizer's words, id by id (the caption model's own: :func:`mmkeras.caption.model.caption_vocabulary`)."""
     return [str(word) for word in vectorizer.get_vocabulary()]
 
 

@@ -1,8 +1,8 @@
 """Fusing an image and a text into one classifier: six ways of joining the two branches.
 
-The image branch is the captioner's CNN encoder (:func:`mmkeras.models.build_image_encoder`),
-the text branch a :class:`~mmkeras.models.WordEmbedding` and an LSTM, as in the caption
-decoder. What differs is where and how they meet:
+The image branch is the captioner's CNN encoder
+(:func:`mmkeras.nn.image_encoders.build_image_encoder`), the text branch the shared text
+encoder (:func:`mmkeras.nn.text_encoder.encode_text`: word embedding and LSTM). What differs is where and how they meet:
 
 - ``concat`` (late): the image summary and the text summary side by side, then dense layers;
 - ``gate`` (late): a gated multimodal unit (Arevalo et al., 2017): a learned sigmoid gate
@@ -22,33 +22,13 @@ Introduced in ``04_multimodal_tasks.ipynb``.
 from __future__ import annotations
 
 import keras
-from keras import layers, ops
+from keras import layers
 
-from mmkeras.models import PositionEmbedding, WordEmbedding, build_image_encoder, small_cnn
-from mmkeras.task_config import FUSIONS
-
-LATE_FUSIONS = ("concat", "gate", "product")
-
-
-@keras.saving.register_keras_serializable(package="mmkeras")
-class OuterProduct(layers.Layer):
-    """Flattened outer product of two vectors, each with a constant 1 appended.
-
-    The appended ones keep each vector's own features in the product (the row and column
-    of the 1), as tensor fusion does.
-    """
-
-    def call(self, inputs):
-        image, text = inputs
-        ones = ops.ones_like(image[:, :1])
-        image = ops.concatenate([image, ones], axis=-1)
-        text = ops.concatenate([text, ops.cast(ones, text.dtype)], axis=-1)
-        product = ops.einsum("bi,bj->bij", image, text)
-        return ops.reshape(product, (-1, image.shape[-1] * text.shape[-1]))
-
-    def compute_output_shape(self, input_shapes):
-        image_shape, text_shape = input_shapes
-        return (image_shape[0], (image_shape[-1] + 1) * (text_shape[-1] + 1))
+from mmkeras.config import FUSIONS
+from mmkeras.nn.attention import attention_memory
+from mmkeras.nn.image_encoders import build_image_encoder, small_cnn
+from mmkeras.nn.layers import OuterProduct
+from mmkeras.nn.text_encoder import encode_text
 
 
 def _gated_unit(image_summary, text_summary, units: int):
@@ -77,10 +57,7 @@ def _film(feature_map, text_summary, units: int):
 
 
 def _cross_attention(feature_map, word_states, units: int):
-    rows, cols, channels = feature_map.shape[1:]
-    positions = layers.Reshape((rows * cols, channels))(feature_map)
-    positions = PositionEmbedding(name="position_embedding")(positions)
-    memory = layers.Dense(units, activation="tanh", name="attention_memory")(positions)
+    memory = attention_memory(feature_map, units)
     context = layers.Attention(name="attention")([word_states, memory])
     per_word = layers.Dense(units, activation="relu", name="attention_combine")(
         layers.Concatenate()([word_states, context]))
@@ -100,9 +77,7 @@ def build_fused_classifier(vocabulary: list[str], max_text_length: int, num_clas
         raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
     image = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     text = keras.Input((max_text_length,), dtype="int32", name="text")
-    words = WordEmbedding(vocabulary, embedding_dim, name="word_embedding")(text)
-    word_states, text_summary, _ = layers.LSTM(
-        units, return_sequences=True, return_state=True, name="text_lstm")(words)
+    word_states, text_summary = encode_text(text, vocabulary, embedding_dim, units)
 
     if fusion == "early":
         pixels = layers.Rescaling(1 / 255, name="rescale")(image)

@@ -22,7 +22,6 @@ Apps decode and resize with their platform's image API. Beam search is not in it
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,17 +29,18 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from mmkeras.decoding import CaptionDecoder
+from mmkeras import atomic
+from mmkeras.caption.decoding import CaptionDecoder
+from mmkeras.data.images import decode_image
+from mmkeras.data.text import END, PAD, START
 from mmkeras.errors import UserError
-from mmkeras.pipeline import decode_image
-from mmkeras.text import END, PAD, START
 
 IMAGE_BYTES = tf.TensorSpec([None], tf.string, name="images")
 BEAM_WIDTH = tf.TensorSpec([], tf.int32, name="beam_width")
 
 
 def token_ids_to_text(token_ids: tf.Tensor, vocabulary: list[str]) -> tf.Tensor:
-    """:func:`mmkeras.text.ids_to_captions` in TensorFlow ops, so it can live in a graph."""
+    """:func:`mmkeras.data.text.ids_to_captions` in TensorFlow ops, so it can live in a graph."""
     end_id, start_id = vocabulary.index(END), vocabulary.index(START)
     words = tf.gather(tf.constant(vocabulary), token_ids)
     before_end = tf.equal(tf.cumsum(tf.cast(tf.equal(token_ids, end_id), tf.int32), axis=1), 0)
@@ -58,15 +58,15 @@ def serving_functions(caption_model: keras.Model):
                          fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8))
 
     def serve(images):
-        token_ids, _ = decoder._greedy_search(decode_all(images))
+        token_ids, _ = decoder.greedy_search(decode_all(images))
         return {"captions": token_ids_to_text(token_ids, decoder.vocabulary)}
 
     def serve_pixels(images):
-        token_ids, _ = decoder._greedy_search(images)
+        token_ids, _ = decoder.greedy_search(images)
         return {"captions": token_ids_to_text(token_ids, decoder.vocabulary)}
 
     def serve_beam(images, beam_width):
-        token_ids = decoder._beam_search(decode_all(images), tf.maximum(beam_width, 1))
+        token_ids = decoder.beam_search(decode_all(images), tf.maximum(beam_width, 1))
         return {"captions": token_ids_to_text(token_ids, decoder.vocabulary)}
 
     # tf.function with AutoGraph, so the decoders' Python loops become graph loops.
@@ -88,11 +88,10 @@ def export_saved_model(caption_model: keras.Model, out) -> Path:
     for name, function in serving_functions(caption_model).items():
         archive.add_endpoint(name, function)
     # Written beside the destination, then renamed: a failed export leaves no half folder.
-    partial = out.with_name(out.name + ".partial")
+    partial = atomic.partial_path(out)
     shutil.rmtree(partial, ignore_errors=True)
     archive.write_out(str(partial), verbose=False)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(partial, out)
+    atomic.replace_folder(partial, out)
     return out
 
 
@@ -110,7 +109,7 @@ def export_tflite(caption_model: keras.Model, path) -> Path:
     @tf.function(input_signature=[tf.TensorSpec([1, image_size, image_size, 3], tf.uint8,
                                                 name="images")])
     def caption_words(images):
-        token_ids, _ = decoder._greedy_search(images)
+        token_ids, _ = decoder.greedy_search(images)
         return {"token_ids": token_ids, "words": tf.gather(tf.constant(decoder.vocabulary), token_ids)}
 
     with tempfile.TemporaryDirectory() as staging:
@@ -124,7 +123,5 @@ def export_tflite(caption_model: keras.Model, path) -> Path:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         flatbuffer = converter.convert()
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(flatbuffer)
-    os.replace(partial, path)
+    atomic.write_bytes(path, flatbuffer)
     return path

@@ -13,27 +13,21 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 import shutil
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from mmkeras.atomic import write_json
+from mmkeras.config import TrainConfig
 from mmkeras.errors import UserError
-from mmkeras.training_config import TrainConfig
+from mmkeras.runs import HISTORY, forget_history
 
 RUN_STATE = "run_state.json"
 BACKUP = "backup"
 BACKUP_METADATA = "training_metadata.json"  # BackupAndRestore's own names
 BACKUP_WEIGHTS = "latest.weights.h5"
-
-
-def write_json(path: Path, content: dict) -> None:
-    """Write ``content`` to a temporary file, then rename: never half a file at ``path``."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(partial, path)
 
 
 def settings(config: TrainConfig) -> dict:
@@ -88,7 +82,7 @@ def backup_epochs(out: Path) -> int | None:
 
 
 def start_afresh(out: Path, config: TrainConfig) -> None:
-    (out / "history.csv").unlink(missing_ok=True)
+    forget_history(out)
     shutil.rmtree(out / BACKUP, ignore_errors=True)
     set_stage(out, config, "training")
 
@@ -107,7 +101,7 @@ def keep_history_of_backup(out: Path) -> list[float]:
     The history row of an epoch is written before its backup, so a kill between the two
     leaves one row more than the backup holds; that epoch runs again and writes it again.
     """
-    history_csv = out / "history.csv"
+    history_csv = out / HISTORY
     rows = history_rows(history_csv)[: backup_epochs(out) or 0]
     if rows:
         with open(history_csv, "w", newline="") as handle:
@@ -147,13 +141,15 @@ class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
             self.best_weights = best_weights
 
 
-def training_callbacks(out: Path, patience: int, val_losses: list[float] = ()) -> list[keras.callbacks.Callback]:
-    """The standard callbacks; ``val_losses`` of the epochs already run, when resuming."""
+def resume_callbacks(out: Path, patience: int, val_losses: list[float] = ()) -> list[keras.callbacks.Callback]:
+    """The callbacks that let a killed run resume, and early stopping that survives it;
+    ``val_losses`` of the epochs already run, when resuming.
+
+    :func:`mmkeras.runs.fit` runs them after its history logger: the history row and the
+    best model of an epoch are written before its backup (see keep_history_of_backup).
+    """
     best_so_far = min(val_losses) if val_losses else None
     return [
-        # The history row and the best model of an epoch are written before its backup:
-        # see keep_history_of_backup.
-        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
         keras.callbacks.ModelCheckpoint(str(out / "best.keras"), monitor="val_loss",
                                         save_best_only=True, initial_value_threshold=best_so_far),
         # Resumes an interrupted run from its last finished epoch. double_checkpoint keeps the
@@ -163,5 +159,4 @@ def training_callbacks(out: Path, patience: int, val_losses: list[float] = ()) -
                                          delete_checkpoint=False),
         ResumedEarlyStopping(val_losses, out / "best.keras", monitor="val_loss", patience=patience,
                              restore_best_weights=True),
-        keras.callbacks.TensorBoard(str(out / "logs")),
     ]

@@ -2,7 +2,7 @@
 
 ``keras.utils.get_file`` and the other downloaders of our stack check a hash but start a
 broken transfer over from the first byte; a 1 GB archive on a Colab runtime that
-disconnects deserves better. Used by :mod:`mmkeras.flickr8k`.
+disconnects deserves better. Used by :mod:`mmkeras.data.flickr8k`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,57 @@
+"""Writes that a kill never leaves half done: write beside the target, then rename.
+
+``os.replace`` is atomic on one file system, so a reader (or a resumed run) finds either the
+old file or the whole new one. Every file mmkeras writes that something later trusts goes
+through here: run records, models, exported folders, feature caches, downloads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+
+def partial_path(path: Path) -> Path:
+    """Where ``path`` is written before it takes its name: ``NAME.partial``, beside it."""
+    return path.with_name(path.name + ".partial")
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as written:  # on disk before the rename makes it the real file
+        os.fsync(written.fileno())
+
+
+def write_bytes(path: Path, content: bytes) -> None:
+    path = Path(path)
+    partial = partial_path(path)
+    partial.write_bytes(content)
+    _fsync(partial)
+    os.replace(partial, path)
+
+
+def write_text(path: Path, content: str) -> None:
+    write_bytes(path, content.encode("utf-8"))
+
+
+def write_json(path: Path, content: dict) -> None:
+    write_text(path, json.dumps(content, indent=2) + "\n")
+
+
+def save_model(model, path: Path) -> None:
+    """``model.save``, atomically; the temporary name keeps ``.keras``, which Keras requires."""
+    path = Path(path)
+    partial = path.with_name(path.stem + ".partial" + path.suffix)
+    model.save(partial)
+    _fsync(partial)
+    os.replace(partial, path)
+
+
+def replace_folder(partial: Path, folder: Path) -> None:
+    """Give a folder written whole at ``partial`` the name ``folder``, replacing what was there.
+
+    Between the two steps there is briefly no ``folder``; never half of one.
+    """
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(partial, folder)

@@ -1,0 +1,1 @@
+"""Image captioning: the model and its decoders, training, decoding, metrics, export, resume."""

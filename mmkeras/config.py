@@ -1,0 +1,92 @@
+"""Every run's settings, and the names the command line offers, with their defaults.
+
+Kept apart from TensorFlow (this module imports nothing heavy), so that ``python -m mmkeras
+--help`` answers at once. A new decoder, fusion, task or dataset starts with a name here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The caption decoders (mmkeras.caption.model): show and tell, and show, attend and tell.
+DECODERS = ("attention", "init")
+# How the image and text branches of a fused classifier meet (mmkeras.tasks.fusion).
+FUSIONS = ("concat", "gate", "product", "film", "attention", "early")
+# The fused-classifier tasks (mmkeras.tasks.classification).
+TASKS = ("vqa", "match")
+# The named datasets, and what to train on each unless told otherwise: photos need a
+# pretrained encoder, at the size it was trained at. Anything else is a folder.
+DATASETS = {
+    "shapes": {"image_size": 64, "backbone": None},
+    "flickr8k": {"image_size": 224, "backbone": "MobileNetV2"},
+    "coco": {"image_size": 224, "backbone": "MobileNetV2"},
+}
+# The smoke size of every run (--smoke, the tests, CI): every step in seconds.
+SMOKE_SHAPES = {"num_train": 256, "num_val": 64, "num_test": 64}
+SMOKE_EPOCHS = 2
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a caption training run; saved in ``config.json`` beside the model."""
+
+    data: str = "shapes"  # "shapes", "flickr8k", "coco", or a folder in the Flickr8k layout
+    decoder: str = "attention"
+    epochs: int = 15
+    out: str = "runs/caption"
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    embedding_dim: int = 128
+    units: int = 256
+    feature_dim: int = 128
+    dropout: float = 0.1
+    image_size: int = 64
+    max_caption_length: int = 0  # 0: the longest training caption, capped at 40 words
+    all_pairs: bool = False
+    backbone: str | None = None  # a keras.applications model, e.g. "MobileNetV2"
+    backbone_weights: str | None = "imagenet"  # None: random weights (tests, offline)
+    fine_tune: bool = False
+    fine_tune_layers: int = 20  # with fine_tune: the backbone's top layers that train (0: all)
+    feature_cache: bool = True  # a frozen backbone's features computed once, read from disk
+    patience: int = 4
+    beam_width: int = 1  # for the final test-split evaluation
+    seed: int = 0
+    smoke: bool = False
+
+
+@dataclass
+class TaskConfig:
+    """Everything a VQA or matching run depends on; saved beside its model."""
+
+    task: str = "vqa"
+    data: str = "shapes"
+    fusion: str = "attention"
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    units: int = 128
+    questions_per_image: int = 2  # VQA: training questions drawn per image (of six kinds)
+    # Matching: the share of training negatives that are another image's caption instead
+    # of a one-word change, for the first half of the epochs (then none). Without them the
+    # model never learns to compare image and text at all (it stays at chance; see
+    # 04_multimodal_tasks.ipynb). Test negatives are all one-word changes.
+    other_image_negatives: float = 0.5
+    train_images: int | None = None  # use only the first N training images
+    seed: int = 0
+    smoke: bool = False
+    out: str = "runs/vqa"
+
+
+@dataclass
+class RetrievalConfig:
+    """Everything a retrieval run depends on; saved beside its model."""
+
+    data: str = "shapes"
+    epochs: int = 15
+    batch_size: int = 128  # more negatives per batch; 128 of 8,000 images rarely repeat a scene
+    learning_rate: float = 2e-3
+    embedding_dim: int = 64
+    units: int = 128
+    seed: int = 0
+    smoke: bool = False
+    out: str = "runs/retrieval"

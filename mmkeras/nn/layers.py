@@ -1,0 +1,86 @@
+"""The registered layers every model may use; each loads from a ``.keras`` file with
+``safe_mode=True`` (no Lambda layers, no pickle).
+
+Their registered names (``mmkeras>WordEmbedding`` and so on) are what saved models refer
+to: they never change, wherever the classes live.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import layers, ops
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class WordEmbedding(layers.Embedding):
+    """An Embedding that carries its vocabulary, so the words travel inside the saved model."""
+
+    def __init__(self, vocabulary, output_dim, **kwargs):
+        kwargs.pop("input_dim", None)
+        kwargs.setdefault("mask_zero", True)  # id 0 is padding: masked out of LSTM and loss
+        super().__init__(input_dim=len(vocabulary), output_dim=output_dim, **kwargs)
+        self.vocabulary = [str(word) for word in vocabulary]
+
+    def get_config(self):
+        return {**super().get_config(), "vocabulary": self.vocabulary}
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class PositionEmbedding(layers.Layer):
+    """Adds a learned vector per position of a ``(batch, positions, channels)`` sequence.
+
+    Attention itself is blind to where a feature came from; captions about "left of" and
+    "above" need to know.
+    """
+
+    def build(self, input_shape):
+        self.position_vectors = self.add_weight(
+            name="position_vectors", shape=tuple(input_shape[1:]), initializer="zeros")
+
+    def call(self, features):
+        return features + ops.cast(self.position_vectors, features.dtype)
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class OuterProduct(layers.Layer):
+    """Flattened outer product of two vectors, each with a constant 1 appended.
+
+    The appended ones keep each vector's own features in the product (the row and column
+    of the 1), as tensor fusion (Zadeh et al., 2017) does.
+    """
+
+    def call(self, inputs):
+        image, text = inputs
+        ones = ops.ones_like(image[:, :1])
+        image = ops.concatenate([image, ones], axis=-1)
+        text = ops.concatenate([text, ops.cast(ones, text.dtype)], axis=-1)
+        product = ops.einsum("bi,bj->bij", image, text)
+        return ops.reshape(product, (-1, image.shape[-1] * text.shape[-1]))
+
+    def compute_output_shape(self, input_shapes):
+        image_shape, text_shape = input_shapes
+        return (image_shape[0], (image_shape[-1] + 1) * (text_shape[-1] + 1))
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class ContrastiveLogits(layers.Layer):
+    """Every image of a batch against every caption: cosine similarities times a learned scale.
+
+    The scale (an inverse temperature, learned in log space as CLIP does, starting at
+    1 / 0.07 and capped at 100) sharpens the softmax over the batch as training goes on.
+    """
+
+    def build(self, input_shapes):
+        self.log_scale = self.add_weight(
+            name="log_scale", shape=(),
+            initializer=keras.initializers.Constant(math.log(1 / 0.07)))
+
+    def call(self, inputs):
+        image_embeddings, text_embeddings = inputs
+        scale = ops.exp(ops.minimum(self.log_scale, math.log(100.0)))
+        return scale * ops.matmul(image_embeddings, ops.transpose(text_embeddings))
+
+    def compute_output_shape(self, input_shapes):
+        return (input_shapes[0][0], input_shapes[1][0])

@@ -1,0 +1,135 @@
+"""What every training run shares, so that each task only says what is its own.
+
+A run, whatever it trains, goes the same way: :func:`start` (seed, output folder),
+:func:`epochs_for` (the smoke size), :func:`optimizer` (Adam with clipped gradients and a
+cosine decay), :func:`fit` (``fit`` with validation data, ``history.csv`` and TensorBoard),
+:func:`save_model`, then :func:`record` (``config.json`` with the package versions, and
+``metrics.json``). Introduced in ``02_training.ipynb``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mmkeras import atomic
+from mmkeras.config import SMOKE_EPOCHS
+from mmkeras.errors import UserError
+
+# Imported for what importing them does: register every layer a saved model may hold.
+from mmkeras.nn import image_encoders, layers, losses  # noqa: F401
+
+HISTORY = "history.csv"
+# The end of the cosine decay, as a share of the starting learning rate.
+COSINE_FLOOR = {"caption": 0.02, "task": 0.05}
+
+
+def start(out, seed: int) -> Path:
+    """Seed every generator (Python, NumPy, TensorFlow, Keras) and make the output folder."""
+    keras.utils.set_random_seed(seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def epochs_for(config) -> int:
+    """``config.epochs``, or at most :data:`~mmkeras.config.SMOKE_EPOCHS` for a smoke run."""
+    return min(config.epochs, SMOKE_EPOCHS) if config.smoke else config.epochs
+
+
+def optimizer(learning_rate: float, decay_steps: int | None = None,
+              floor: float = COSINE_FLOOR["task"]) -> keras.optimizers.Optimizer:
+    """Adam with gradients clipped to norm 5; with ``decay_steps``, a cosine decay to ``floor``.
+
+    The decay is what lets the last epochs settle: at a constant rate the validation loss
+    keeps jumping around its minimum.
+    """
+    if decay_steps:
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps, alpha=floor)
+    return keras.optimizers.Adam(learning_rate, clipnorm=5.0)
+
+
+def fit(model: keras.Model, train_data, validation_data, out: Path, epochs: int,
+        verbose: int | str = "auto", callbacks=(), initial_epoch: int = 0) -> dict[str, list]:
+    """``model.fit`` with validation data; each epoch appended to ``out/history.csv``.
+
+    ``callbacks`` run between the history logger and TensorBoard, in their order. The
+    datasets shuffle themselves (``fit`` cannot shuffle a ``tf.data`` dataset).
+    """
+    callbacks = [keras.callbacks.CSVLogger(str(Path(out) / HISTORY), append=True), *callbacks,
+                 keras.callbacks.TensorBoard(str(Path(out) / "logs"))]
+    history = model.fit(train_data, validation_data=validation_data, epochs=epochs,
+                        initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+                        shuffle=False)
+    return history.history
+
+
+def forget_history(out: Path) -> None:
+    """A fresh run starts a fresh ``history.csv`` (:func:`fit` appends to it)."""
+    (Path(out) / HISTORY).unlink(missing_ok=True)
+
+
+save_model = atomic.save_model
+
+
+def load_model(path) -> keras.Model:
+    """Load a ``.keras`` model safely; a missing or damaged file is the user's to fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: model file not found; expected a model.keras written by "
+                        "`python -m mmkeras train` (or vqa, match, retrieval)")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a damaged archive
+        raise UserError(f"{path}: not a readable .keras model ({type(error).__name__}: "
+                        f"{str(error).splitlines()[0][:200]}); train one with "
+                        "`python -m mmkeras train`") from None
+
+
+def package_versions() -> dict[str, str]:
+    """The versions a run depends on, saved in ``config.json`` beside the model."""
+    import cv2
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__, "opencv": cv2.__version__,
+            "pycocoevalcap": version("pycocoevalcap")}
+
+
+def record(out: Path, config, metrics: dict, **facts) -> dict:
+    """Write ``config.json`` (the settings, ``facts`` about the run, the versions) and
+    ``metrics.json``; return what ``config.json`` holds."""
+    run = {"config": dataclasses.asdict(config), **facts, "versions": package_versions()}
+    atomic.write_json(Path(out) / "config.json", run)
+    atomic.write_json(Path(out) / "metrics.json", metrics)
+    return run
+
+
+def use_gpu_settings() -> tf.distribute.Strategy:
+    """Mixed precision on a GPU, a MirroredStrategy on several; plain defaults on a CPU."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def training_speed(model: keras.Model, data: tf.data.Dataset, steps: int = 20) -> float:
+    """Training examples per second over ``steps`` batches, after one warm-up batch.
+
+    The warm-up pays for tracing and compiling the train step, which a real run pays once.
+    Introduced in ``02_training.ipynb``'s GPU section.
+    """
+    batches = data.repeat()
+    model.fit(batches, steps_per_epoch=1, epochs=1, verbose=0, shuffle=False)
+    started = time.perf_counter()
+    model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+    seconds = time.perf_counter() - started
+    batch_size = int(next(iter(data))[1].shape[0])
+    return steps * batch_size / seconds

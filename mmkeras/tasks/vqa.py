@@ -1,0 +1,121 @@
+"""Visual question answering on the shapes: questions with answers, made from each scene.
+
+Six types of question (colour, shape, size, count, relation, yes/no), each asked only where
+the scene answers it unambiguously, from the objects :func:`mmkeras.data.shapes.scenes_of`
+reads back from the captions; no file is added to the dataset. The classifier is
+:func:`mmkeras.tasks.fusion.build_fused_classifier`, trained by
+:mod:`mmkeras.tasks.classification`. Introduced in ``04_multimodal_tasks.ipynb``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mmkeras.data.folder import CaptionSplit
+from mmkeras.data.shapes import COLOURS, INVERSE_RELATION, RELATIONS, SHAPES, SIZES, Scene, scenes_of
+from mmkeras.tasks.examples import Examples
+
+QUESTION_TYPES = ("colour", "shape", "size", "count", "relation", "yes_no")
+# Every answer any question can have: the classes of the VQA classifier, fixed by the spec.
+ANSWERS = (*COLOURS, *SHAPES, *SIZES, "0", "1", "2", "yes", "no")
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    answer: str
+    kind: str
+
+
+def _plural(shape: str) -> str:
+    return shape + "s"
+
+
+def _colour_question(scene: Scene, rng: np.random.Generator) -> Question | None:
+    target, other = scene.objects if rng.random() < 0.5 else scene.objects[::-1]
+    if target.shape != other.shape:
+        reference = target.shape
+    elif target.size != other.size:
+        reference = f"{target.size} {target.shape}"
+    else:  # same shape and size: only their colours tell them apart
+        return None
+    return Question(f"what colour is the {reference}", target.colour, "colour")
+
+
+def _shape_question(scene: Scene, rng: np.random.Generator) -> Question | None:
+    target, other = scene.objects if rng.random() < 0.5 else scene.objects[::-1]
+    if target.colour != other.colour:
+        reference = f"{target.colour} shape"
+    elif target.size != other.size:
+        reference = f"{target.size} shape"
+    else:
+        return None
+    return Question(f"what shape is the {reference}", target.shape, "shape")
+
+
+def _size_question(scene: Scene, rng: np.random.Generator) -> Question:
+    target = scene.objects[rng.integers(2)]
+    return Question(f"what size is the {target.name}", target.size, "size")
+
+
+def _count_question(scene: Scene, rng: np.random.Generator) -> Question:
+    # Pick the answer first, evenly among those this scene allows, so that always saying
+    # "0" (most colours and shapes are absent from any one scene) is not a good strategy.
+    attribute = "shape" if rng.random() < 0.5 else "colour"
+    values = SHAPES if attribute == "shape" else tuple(COLOURS)
+    counts = {v: sum(getattr(o, attribute) == v for o in scene.objects) for v in values}
+    answer = int(rng.choice(sorted(set(counts.values()))))
+    value = str(rng.choice([v for v, n in counts.items() if n == answer]))
+    asked = _plural(value) if attribute == "shape" else f"{value} shapes"
+    return Question(f"how many {asked} are there", str(answer), "count")
+
+
+def _relation_question(scene: Scene, rng: np.random.Generator) -> Question:
+    if rng.random() < 0.5:
+        subject, relation, reference = scene.first, scene.relation, scene.second
+    else:
+        subject, relation, reference = scene.second, INVERSE_RELATION[scene.relation], scene.first
+    return Question(f"what is {relation} the {reference.name}", subject.shape, "relation")
+
+
+def _yes_no_question(scene: Scene, rng: np.random.Generator) -> Question:
+    subject, reference = scene.objects if rng.random() < 0.5 else scene.objects[::-1]
+    true_relation = next(r for r in RELATIONS if scene.holds(subject, r, reference))
+    # Half true, half one of the three false relations: "no" is not the safe guess.
+    relation = true_relation if rng.random() < 0.5 else str(
+        rng.choice([r for r in RELATIONS if r != true_relation]))
+    if subject.size != reference.size and rng.random() < 0.5:
+        text = f"is the {subject.size} shape {relation} the {reference.size} one"
+    else:
+        text = f"is the {subject.name} {relation} the {reference.name}"
+    answer = "yes" if scene.holds(subject, relation, reference) else "no"
+    return Question(text, answer, "yes_no")
+
+
+_QUESTION_MAKERS = {
+    "colour": _colour_question, "shape": _shape_question, "size": _size_question,
+    "count": _count_question, "relation": _relation_question, "yes_no": _yes_no_question,
+}
+
+
+def questions_for(scene: Scene, rng: np.random.Generator, kinds=QUESTION_TYPES) -> list[Question]:
+    """One question of each kind in ``kinds`` that this scene can answer unambiguously."""
+    questions = (_QUESTION_MAKERS[kind](scene, rng) for kind in kinds)
+    return [q for q in questions if q is not None]
+
+
+def vqa_examples(split: CaptionSplit, questions_per_image: int, seed: int) -> Examples:
+    """Up to ``questions_per_image`` questions per image, of different types, with answers."""
+    rng = np.random.default_rng(seed)
+    image_index, texts, labels, kinds = [], [], [], []
+    for index, scene in enumerate(scenes_of(split)):
+        questions = questions_for(scene, rng)
+        for pick in rng.permutation(len(questions))[:questions_per_image]:
+            question = questions[pick]
+            image_index.append(index)
+            texts.append(question.text)
+            labels.append(ANSWERS.index(question.answer))
+            kinds.append(question.kind)
+    return Examples(np.array(image_index), texts, np.array(labels), np.array(kinds))
