@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mmkeras.config import DECODERS, FUSIONS, TASKS, RetrievalConfig, TaskConfig, TrainConfig
 from mmkeras.data.flickr8k import MIRROR as FLICKR8K_MIRROR
+from mmkeras.data.folder import SPLITS
 from mmkeras.errors import UserError
 
 
@@ -242,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", required=True, help="a model.keras written by train")
     evaluate.add_argument("--data", required=True,
                           help="'shapes', 'flickr8k', 'coco' or a folder in the Flickr8k layout")
-    evaluate.add_argument("--split", choices=("train", "val", "test"), default="test")
+    evaluate.add_argument("--split", choices=SPLITS, default="test")
     evaluate.add_argument("--beam", type=_positive, default=1, help="beam width (1: greedy)")
     evaluate.add_argument("--out", help="also write the metrics to this JSON file")
     evaluate.set_defaults(run=cmd_evaluate)

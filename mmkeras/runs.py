@@ -60,11 +60,12 @@ def fit(model: keras.Model, train_data, validation_data, out: Path, epochs: int,
         verbose: int | str = "auto", callbacks=(), initial_epoch: int = 0) -> dict[str, list]:
     """``model.fit`` with validation data; each epoch appended to ``out/history.csv``.
 
-    ``callbacks`` run between the history logger and TensorBoard, in their order. The
-    datasets shuffle themselves (``fit`` cannot shuffle a ``tf.data`` dataset).
+    TensorBoard logs go to ``out/logs``. ``callbacks`` run after these two, in their order
+    (the history row of an epoch is written before anything they save). The datasets
+    shuffle themselves (``fit`` cannot shuffle a ``tf.data`` dataset).
     """
-    callbacks = [keras.callbacks.CSVLogger(str(Path(out) / HISTORY), append=True), *callbacks,
-                 keras.callbacks.TensorBoard(str(Path(out) / "logs"))]
+    callbacks = [keras.callbacks.CSVLogger(str(Path(out) / HISTORY), append=True),
+                 keras.callbacks.TensorBoard(str(Path(out) / "logs")), *callbacks]
     history = model.fit(train_data, validation_data=validation_data, epochs=epochs,
                         initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
                         shuffle=False)
@@ -89,8 +90,8 @@ def load_model(path) -> keras.Model:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises many types for a damaged archive
         raise UserError(f"{path}: not a readable .keras model ({type(error).__name__}: "
-                        f"{str(error).splitlines()[0][:200]}); train one with "
-                        "`python -m mmkeras train`") from None
+                        f"{str(error).splitlines()[0][:200]}); expected a model.keras written "
+                        "by `python -m mmkeras train` (or vqa, match, retrieval)") from None
 
 
 def package_versions() -> dict[str, str]:

@@ -32,7 +32,7 @@ def test_batches_are_teacher_forcing_pairs(splits, vectorizer):
 def test_one_caption_per_image_per_epoch_or_all_pairs(splits, vectorizer):
     one_each = pairs.caption_dataset(splits["train"], vectorizer, 64, batch_size=8, seed=0)
     every_pair = pairs.caption_dataset(splits["train"], vectorizer, 64, batch_size=8,
-                                          all_pairs=True, seed=0)
+                                       all_pairs=True, seed=0)
     assert sum(int(y.shape[0]) for _, y in one_each) == 40
     targets = np.concatenate([y.numpy() for _, y in every_pair])
     assert len(targets) == 200
@@ -41,9 +41,9 @@ def test_one_caption_per_image_per_epoch_or_all_pairs(splits, vectorizer):
 
 def test_unshuffled_batches_keep_file_order(splits, vectorizer):
     data = pairs.caption_dataset(splits["val"], vectorizer, 64, batch_size=8, shuffle=False)
-    images = next(iter(data))[0]["image"].numpy()
+    batch_images = next(iter(data))[0]["image"].numpy()
     first = images.load_image(tf.constant(splits["val"].image_paths[0]), 64).numpy()
-    np.testing.assert_array_equal(images[0], first)
+    np.testing.assert_array_equal(batch_images[0], first)
 
 
 def test_decode_image_gives_rgb_uint8_of_the_asked_size(small_shapes):

@@ -28,8 +28,8 @@ def _code_only(source: str) -> str:
 
 
 def _code_we_ship():
-    for path in sorted((ROOT / "mmkeras").glob("*.py")) + sorted((ROOT / "benchmarks").glob("*.py")):
-        yield path.name, _code_only(path.read_text())
+    for path in sorted((ROOT / "mmkeras").rglob("*.py")) + sorted((ROOT / "benchmarks").glob("*.py")):
+        yield str(path.relative_to(ROOT)), _code_only(path.read_text())
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = json.loads(notebook.read_text())["cells"]
         for index, cell in enumerate(cells):

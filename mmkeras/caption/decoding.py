@@ -2,7 +2,8 @@
 
 The caption model is trained on whole teacher-forced sequences; to generate, the same
 layers run one word at a time (:class:`~mmkeras.caption.model.StepwiseDecoder`), carrying
-the decoder's state from step to step instead of re-reading the whole prefix. Introduced in ``03_evaluation.ipynb``.
+the decoder's state from step to step instead of re-reading the whole prefix.
+Introduced in ``03_evaluation.ipynb``.
 """
 
 from __future__ import annotations

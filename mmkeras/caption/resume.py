@@ -145,8 +145,8 @@ def resume_callbacks(out: Path, patience: int, val_losses: list[float] = ()) -> 
     """The callbacks that let a killed run resume, and early stopping that survives it;
     ``val_losses`` of the epochs already run, when resuming.
 
-    :func:`mmkeras.runs.fit` runs them after its history logger: the history row and the
-    best model of an epoch are written before its backup (see keep_history_of_backup).
+    :func:`mmkeras.runs.fit` runs them after its history logger, so the history row of an
+    epoch is written before its best model and its backup (see keep_history_of_backup).
     """
     best_so_far = min(val_losses) if val_losses else None
     return [

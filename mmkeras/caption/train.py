@@ -1,6 +1,6 @@
 """Train a caption model end to end: data, vocabulary, model, callbacks, fit, save, score.
 
-The run skeleton is :mod:`mmkeras.runs`'; what is the captioner's own is resuming a killed
+The run skeleton is :mod:`mmkeras.runs`; what is the captioner's own is resuming a killed
 run (:mod:`mmkeras.caption.resume`) and a frozen backbone's cached features. Introduced in
 ``02_training.ipynb``; ``python -m mmkeras train`` runs :func:`train`.
 """

@@ -16,10 +16,8 @@ from PIL import Image
 from mmkeras.config import DATASETS, SMOKE_SHAPES
 from mmkeras.data import flickr8k, shapes
 from mmkeras.data.coco import load_coco
-from mmkeras.data.folder import CaptionSplit, load_captions
+from mmkeras.data.folder import SPLITS, CaptionSplit, load_captions
 from mmkeras.errors import UserError
-
-SPLITS = ("train", "val", "test")
 
 
 def default_data_root() -> Path:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
-from mmkeras.data.folder import CaptionSplit
+from mmkeras.data.folder import SPLITS, CaptionSplit
 from mmkeras.data.images import AUTOTUNE, decode_image
 
 TFDS_NAME = "coco_captions"
 TFDS_SPLITS = {"train": "train+restval", "val": "val", "test": "test"}
 
 
-def load_coco(splits=("train", "val", "test"), data_dir: str | None = None,
+def load_coco(splits=SPLITS, data_dir: str | None = None,
               progress: bool = True) -> dict[str, CaptionSplit]:
     """``{split: CaptionSplit}`` whose images stream from the tensorflow-datasets records.
 

@@ -28,6 +28,7 @@ SPLIT_FILES = {
     "val": ("val.txt", "Flickr_8k.devImages.txt"),
     "test": ("test.txt", "Flickr_8k.testImages.txt"),
 }
+SPLITS = ("train", "val", "test")
 # What tf.io.decode_image can read; anything else would fail mid-epoch.
 DECODABLE_FORMATS = {"PNG", "JPEG", "GIF", "BMP"}
 SHOWN_NAMES = 5
@@ -110,7 +111,7 @@ class _Skips:
         warnings.warn(f"{root}: skipped " + "; ".join(parts), SkippedDataWarning, stacklevel=3)
 
 
-def load_captions(data_dir: str | Path, splits=("train", "val", "test"),
+def load_captions(data_dir: str | Path, splits=SPLITS,
                   check_images: bool = True) -> dict[str, CaptionSplit]:
     """Read ``data_dir`` and return ``{split: CaptionSplit}`` for the requested splits.
 

@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmkeras.atomic import write_json, write_text
-from mmkeras.data.folder import CaptionSplit
+from mmkeras.data.folder import SPLITS, CaptionSplit
 from mmkeras.errors import UserError
 
 SHAPES = ("circle", "square", "triangle")
@@ -43,7 +43,6 @@ HELD_OUT_PAIRS = frozenset(
     {("red", "square"), ("green", "triangle"), ("blue", "circle"),
      ("yellow", "square"), ("purple", "triangle")}
 )
-SPLITS = ("train", "val", "test")
 REFERENCE_SIZE = 64  # the spec gives every length for a 64 px canvas
 
 

@@ -55,7 +55,8 @@ def build_vectorizer(train_captions: list[str], max_caption_length: int,
 
 
 def vectorizer_vocabulary(vectorizer: layers.TextVectorization) -> list[str]:
-    """The vectorizer's words, id by id (the caption model's own: :func:`mmkeras.caption.model.caption_vocabulary`)."""
+    """The vectorizer's words, id by id (a saved caption model carries its own:
+    :func:`mmkeras.caption.model.caption_vocabulary`)."""
     return [str(word) for word in vectorizer.get_vocabulary()]
 
 

@@ -30,8 +30,8 @@ class SymmetricContrastiveLoss(keras.losses.Loss):
     """Cross-entropy over the batch both ways: each image picks its caption among the
     batch's captions, and each caption its image among the batch's images.
 
-    ``y_true`` holds, for image ``i``, the column of its caption: ``i`` (see
-    :func:`mmkeras.tasks.retrieval.retrieval_dataset`).
+    ``y_true`` holds, for image ``i`` of the batch, the column of its caption in ``logits``
+    (``i``, when the ``i``-th caption is the ``i``-th image's).
     """
 
     def __init__(self, name="symmetric_contrastive", **kwargs):

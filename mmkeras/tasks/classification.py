@@ -20,8 +20,8 @@ import numpy as np
 
 from mmkeras import runs
 from mmkeras.config import TASKS, TaskConfig
-from mmkeras.data.catalog import SPLITS, first_images, image_size_of, load_dataset
-from mmkeras.data.folder import CaptionSplit
+from mmkeras.data.catalog import first_images, image_size_of, load_dataset
+from mmkeras.data.folder import SPLITS, CaptionSplit
 from mmkeras.data.images import images_in_memory
 from mmkeras.data.text import build_vectorizer, vectorizer_vocabulary
 from mmkeras.errors import UserError
@@ -97,8 +97,8 @@ def train_task(config: TaskConfig, verbose: int | str = "auto", progress: bool =
                data=None) -> dict:
     """Train a fused classifier for VQA or matching, score it on the test split, save it all.
 
-    Writes ``model.keras``, ``config.json``, ``history.csv`` and ``metrics.json`` into
-    ``config.out`` and returns the metrics with the model and its history.
+    Writes ``model.keras``, ``config.json``, ``history.csv``, ``metrics.json`` and TensorBoard
+    ``logs/`` into ``config.out`` and returns the metrics with the model and its history.
     """
     if config.task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {config.task!r}")

@@ -2,7 +2,8 @@
 
 The image branch is the captioner's CNN encoder
 (:func:`mmkeras.nn.image_encoders.build_image_encoder`), the text branch the shared text
-encoder (:func:`mmkeras.nn.text_encoder.encode_text`: word embedding and LSTM). What differs is where and how they meet:
+encoder (:func:`mmkeras.nn.text_encoder.encode_text`: word embedding and LSTM). What
+differs is where and how they meet:
 
 - ``concat`` (late): the image summary and the text summary side by side, then dense layers;
 - ``gate`` (late): a gated multimodal unit (Arevalo et al., 2017): a learned sigmoid gate
