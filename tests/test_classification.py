@@ -90,6 +90,19 @@ def test_train_task_writes_its_records_and_a_model_that_loads(task, tmp_path):
         assert [row.split(",")[0] for row in (tmp_path / "history.csv").read_text().split()[1:]] == ["0", "1"]
     reloaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     assert reloaded.count_params() == metrics["parameters"]
+    # The same record as every run writes: the settings, then facts about the run.
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["config"]["task"] == task and config["epochs_run"] == 2
+    assert "tensorflow" in config["versions"]
+
+
+def test_a_mistake_in_the_data_leaves_the_output_folder_as_it_was(tmp_path):
+    from mmkeras.errors import UserError
+    (tmp_path / "history.csv").write_text("epoch,loss\n0,1.0\n")
+    with pytest.raises(UserError, match="data folder not found"):
+        classification.train_task(TaskConfig(data=str(tmp_path / "typo"), out=str(tmp_path)),
+                                  verbose=0, progress=False)
+    assert (tmp_path / "history.csv").read_text() == "epoch,loss\n0,1.0\n"
 
 
 def test_tasks_refuse_photo_datasets_before_downloading_anything(monkeypatch):

@@ -71,8 +71,11 @@ def test_train_retrieval_writes_records_and_its_loss_goes_down(tmp_path):
     for direction in ("text_to_image", "image_to_text"):
         assert set(metrics[direction]) == {"r1", "r5", "r10"}
         assert metrics[direction]["r1"] <= metrics[direction]["r5"] <= metrics[direction]["r10"]
-    losses = result["history"]["loss"]
-    assert losses[-1] < losses[0]
+    loss_per_epoch = result["history"]["loss"]
+    assert loss_per_epoch[-1] < loss_per_epoch[0]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["config"]["epochs"] == 15 and config["epochs_run"] == 2
+    assert "tensorflow" in config["versions"]
     reloaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     images = np.zeros((2, 64, 64, 3), dtype="uint8")
     text = np.ones((2, reloaded.input["text"].shape[1]), dtype="int32")
