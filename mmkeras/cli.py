@@ -7,12 +7,21 @@ A user's mistake ends with a one-line message and exit status 2, never a traceba
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
 
-from mmkeras.config import DECODERS, FUSIONS, TASKS, RetrievalConfig, TaskConfig, TrainConfig
+from mmkeras.atomic import write_json
+from mmkeras.config import (
+    BLIND_BASELINES,
+    DECODERS,
+    DEFAULT_FUSION,
+    FUSIONS,
+    TASKS,
+    RetrievalConfig,
+    TaskConfig,
+    TrainConfig,
+)
 from mmkeras.data.flickr8k import MIRROR as FLICKR8K_MIRROR
 from mmkeras.data.folder import SPLITS
 from mmkeras.errors import UserError
@@ -77,22 +86,56 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from mmkeras.runs import load_model
+    model = load_model(args.model)
+    if model.name == "dual_encoder":
+        metrics = _evaluate_retrieval(model, args)
+    elif model.name.startswith("fused_classifier"):
+        metrics = _evaluate_classifier(model, args)
+    else:
+        metrics = _evaluate_captions(model, args)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        write_json(Path(args.out), metrics)
+    return 0
+
+
+def _evaluate_captions(caption_model, args) -> dict:
     from mmkeras.caption.decoding import CaptionDecoder
-    from mmkeras.caption.metrics import caption_metrics, format_metrics
+    from mmkeras.caption.metrics import format_metrics, split_metrics
     from mmkeras.data.catalog import load_dataset
     from mmkeras.data.images import evaluation_images
-    from mmkeras.runs import load_model
-    caption_model = load_model(args.model)
     split = load_dataset(args.data, splits=(args.split,))[1][args.split]
     image_size = caption_model.input["image"].shape[1]
     hypotheses = CaptionDecoder(caption_model).caption_batches(
         evaluation_images(split, image_size), beam_width=args.beam)
-    metrics = caption_metrics(split.captions, hypotheses)
+    metrics = split_metrics(split, hypotheses)
     print(format_metrics(metrics))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(metrics, indent=2) + "\n")
-    return 0
+    return metrics
+
+
+def _evaluate_classifier(classifier, args) -> dict:
+    from mmkeras.tasks.classification import evaluate_classifier
+    _only_the_test_split(args)
+    metrics = evaluate_classifier(classifier, args.data)
+    print(_task_scores(metrics))
+    return metrics
+
+
+def _evaluate_retrieval(dual_encoder, args) -> dict:
+    from mmkeras.data.catalog import load_dataset
+    from mmkeras.tasks.retrieval import evaluate_retrieval
+    _only_the_test_split(args)
+    split = load_dataset(args.data, splits=("test",))[1]["test"]
+    metrics = evaluate_retrieval(dual_encoder, split)
+    print(_recalls(metrics))
+    return metrics
+
+
+def _only_the_test_split(args) -> None:
+    if args.split != "test":
+        raise UserError(f"--split {args.split}: the task models are scored on the test split "
+                        "(their questions and false captions are made from its scenes)")
 
 
 def cmd_caption(args) -> int:
@@ -162,23 +205,31 @@ def cmd_retrieval(args) -> int:
     verbose = "auto" if sys.stdout.isatty() else 2
     result = train_retrieval(config, verbose=verbose)
     print(f"wrote {Path(config.out) / 'model.keras'}, config.json, history.csv, metrics.json")
-    print(f"recall on {result['n_images']} test images and their {result['n_captions']} captions "
-          "(chance in brackets):")
-    for direction in ("text_to_image", "image_to_text"):
-        recalls = "  ".join(f"R@{key[1:]} {value:.3f} ({result['chance'][direction][key]:.3f})"
-                            for key, value in result[direction].items())
-        print(f"  {direction.replace('_', ' '):<14} {recalls}")
+    print(_recalls(result))
     return 0
+
+
+def _recalls(metrics: dict) -> str:
+    lines = [f"recall on {metrics['n_images']} test images and their {metrics['n_captions']} "
+             "captions (chance in brackets; 'any': any image the caption is true of counts):"]
+    for direction in ("text_to_image", "image_to_text"):
+        recalls = "  ".join(
+            f"R@{key[1:]} {value:.3f} ({metrics['chance'][direction][key]:.3f})"
+            if key in metrics["chance"][direction] else f"R@{key[1:].replace('_', ' ')} {value:.3f}"
+            for key, value in metrics[direction].items())
+        lines.append(f"  {direction.replace('_', ' '):<14} {recalls}")
+    return "\n".join(lines)
 
 
 def cmd_fusion(args) -> int:
     from mmkeras.tasks.fusion_comparison import compare_fusions, fusion_table
-    fusions = args.fusions.split(",") if args.fusions else list(FUSIONS)
-    unknown = [f for f in fusions if f not in FUSIONS]
+    known = (*FUSIONS, *BLIND_BASELINES)
+    fusions = args.fusions.split(",") if args.fusions else list(known)
+    unknown = [f for f in fusions if f not in known]
     if unknown:
-        raise UserError(f"--fusions: unknown {', '.join(unknown)}; expected some of {', '.join(FUSIONS)}")
+        raise UserError(f"--fusions: unknown {', '.join(unknown)}; expected some of {', '.join(known)}")
     rows = compare_fusions(args.task, fusions, args.epochs, args.train_images, args.smoke,
-                           args.seed, args.out, args.data)
+                           args.seed, args.out, args.data, seeds=args.seeds)
     table = fusion_table(rows)
     (Path(args.out) / "fusion.md").write_text(table + "\n")
     print(table)
@@ -240,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="score a saved model on a data split")
-    evaluate.add_argument("--model", required=True, help="a model.keras written by train")
+    evaluate.add_argument("--model", required=True,
+                          help="a model.keras written by train, vqa, match or retrieval")
     evaluate.add_argument("--data", required=True,
                           help="'shapes', 'flickr8k', 'coco' or a folder in the Flickr8k layout")
     evaluate.add_argument("--split", choices=SPLITS, default="test")
@@ -267,10 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--data", default="shapes",
                              help="'shapes' or a Shapes Captions folder (questions and false "
                                   "captions are made from each scene's objects)")
-        command.add_argument("--fusion", choices=FUSIONS, default="attention",
-                             help="how the image and text branches meet")
+        command.add_argument("--fusion", choices=(*FUSIONS, *BLIND_BASELINES), default=DEFAULT_FUSION[task],
+                             help="how the image and text branches meet (text_only, image_only: "
+                                  "the blind baselines)")
         command.add_argument("--epochs", type=_positive, default=TaskConfig.epochs)
-        command.add_argument("--batch-size", type=_positive, default=64)
+        command.add_argument("--batch-size", type=_positive, default=TaskConfig.batch_size,
+                             help="images per batch; each comes with all its training texts")
         command.add_argument("--train-images", type=_positive, metavar="N",
                              help="train on the first N training images only")
         command.add_argument("--seed", type=int, default=0)
@@ -293,12 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
     fusion = commands.add_parser("fusion", help="compare the fusion methods on one task: "
                                                 "accuracy, parameters, time per epoch")
     fusion.add_argument("--task", choices=TASKS, default="vqa")
-    fusion.add_argument("--fusions", help=f"comma-separated, from {','.join(FUSIONS)} (default: all)")
+    fusion.add_argument("--fusions", help=f"comma-separated, from {','.join((*FUSIONS, *BLIND_BASELINES))} "
+                                          "(default: all)")
     fusion.add_argument("--epochs", type=_positive, default=6)
     fusion.add_argument("--data", default="shapes", help="'shapes' or a Shapes Captions folder")
     fusion.add_argument("--train-images", type=_positive, default=2000, metavar="N",
                         help="train each on the first N training images")
     fusion.add_argument("--seed", type=int, default=0)
+    fusion.add_argument("--seeds", type=_positive, default=3,
+                        help="models per fusion (seeds seed, seed + 1, ...): the table gives "
+                             "their mean and standard deviation")
     fusion.add_argument("--out", default="runs/fusion", help="folder for the table and each model")
     fusion.add_argument("--smoke", action="store_true", help="tiny data and 2 epochs")
     fusion.set_defaults(run=cmd_fusion)

@@ -12,7 +12,14 @@ from mmkeras.data.folder import load_captions
 from mmkeras.data.images import images_in_memory
 from mmkeras.data.text import build_vectorizer, vectorizer_vocabulary
 from mmkeras.tasks import classification, matching, vqa
-from mmkeras.tasks.examples import Examples, example_dataset
+from mmkeras.tasks.examples import (
+    SCENE_CLASSES,
+    SCENE_SLOTS,
+    Examples,
+    example_dataset,
+    scene_targets,
+    texts_per_image_dataset,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +41,18 @@ def test_vqa_examples_answer_their_questions(splits):
         assert asked[text].kind == kind
 
 
+def test_training_asks_every_type_a_scene_answers_and_more_where_it_answers_few(splits):
+    split = splits["train"]
+    scored = vqa.vqa_examples(split, questions_per_image=None, seed=0)
+    trained = vqa.vqa_examples(split, questions_per_image=8, seed=0)
+    assert (np.bincount(trained.image_index) == 8).all()
+    for index in range(len(split)):
+        types_answered = set(scored.kinds[scored.image_index == index])
+        # scored: each type once; trained: each of those, and no other
+        assert len(types_answered) == (scored.image_index == index).sum()
+        assert set(trained.kinds[trained.image_index == index]) == types_answered
+
+
 def test_matching_examples_are_balanced_and_the_false_ones_false(splits):
     split = splits["train"]
     examples = matching.matching_examples(split, seed=0)
@@ -41,8 +60,11 @@ def test_matching_examples_are_balanced_and_the_false_ones_false(splits):
     all_scenes = shapes.scenes_of(split)
     for index, text, label in zip(examples.image_index, examples.texts, examples.labels):
         assert shapes.describes(text, all_scenes[index]) == bool(label)
-    mixed = matching.matching_examples(split, seed=0, other_image_negatives=1.0)
+    mixed = matching.matching_examples(split, seed=0, other_image_negatives=1.0, pairs_per_image=3)
     assert set(mixed.kinds) == {"true", "other image"}
+    assert (np.bincount(mixed.image_index) == 6).all() and mixed.labels.mean() == 0.5
+    for index, text, label in zip(mixed.image_index, mixed.texts, mixed.labels):
+        assert shapes.describes(text, all_scenes[index]) == bool(label)
 
 
 def test_chance_levels():
@@ -70,6 +92,53 @@ def test_example_dataset_pairs_each_text_with_its_own_image(splits):
              for ids in batch_inputs["text"].numpy()]
     assert words == examples.texts[:16]
     np.testing.assert_array_equal(labels.numpy(), examples.labels[:16])
+
+
+def test_scene_targets_read_objects_left_to_right_and_top_to_bottom():
+    from mmkeras.data.shapes import Scene, SceneObject
+    circle, square = SceneObject("small", "red", "circle"), SceneObject("large", "blue", "square")
+    red_circle = [list(shapes.COLOURS).index("red"), shapes.SHAPES.index("circle"), list(shapes.SIZES).index("small")]
+    blue_square = [list(shapes.COLOURS).index("blue"), shapes.SHAPES.index("square"), list(shapes.SIZES).index("large")]
+    targets = scene_targets([Scene(circle, square, "to the left of"), Scene(circle, square, "to the right of"),
+                             Scene(circle, square, "above"), Scene(square, circle, "above")])
+    assert targets.tolist() == [red_circle + blue_square + [0], blue_square + red_circle + [0],
+                                red_circle + blue_square + [1], blue_square + red_circle + [1]]
+
+
+def test_texts_per_image_dataset_gives_each_image_its_own_texts_padded_with_weight_0(splits):
+    split = splits["val"]
+    images = images_in_memory(split, 64)
+    examples = vqa.vqa_examples(split, None, seed=1)  # 4 to 6 questions per image
+    vectorizer = build_vectorizer(examples.texts, classification.MAX_TEXT_LENGTH)
+    vocabulary = np.array(vectorizer_vocabulary(vectorizer))
+    scenes = scene_targets(shapes.scenes_of(split))
+    inputs, labels, weights = next(iter(texts_per_image_dataset(images, examples, scenes, vectorizer, 4, 6)))
+    np.testing.assert_array_equal(inputs["image"].numpy(), images[:4])
+    np.testing.assert_array_equal(labels["scene"].numpy(), scenes[:4])
+    labels, weights = labels["answers"], weights["answers"]
+    for image in range(4):
+        mine = examples.image_index == image
+        count = mine.sum()
+        words = [" ".join(w for w in vocabulary[ids] if w not in ("", "[end]"))
+                 for ids in inputs["text"].numpy()[image]]
+        assert words[:count] == [t for t, m in zip(examples.texts, mine) if m]
+        np.testing.assert_array_equal(labels.numpy()[image, :count], examples.labels[mine])
+        assert weights.numpy()[image].tolist() == [1.0] * count + [0.0] * (6 - count)
+
+
+def test_training_reads_an_image_once_and_gives_what_the_classifier_gives_each_pair():
+    from mmkeras.tasks.fusion import SeveralTextsPerImage, build_fused_classifier
+    keras.utils.set_random_seed(0)
+    classifier = build_fused_classifier(["", "[UNK]", "a", "b", "c"], 5, 3, "film_attention", units=16)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 64, 64, 3)).astype("uint8")
+    texts = rng.integers(1, 5, (2, 3, 5)).astype("int32")
+    outputs = SeveralTextsPerImage(classifier)({"image": images, "text": texts})
+    grouped = outputs["answers"]
+    assert grouped.shape == (2, 3, 3) and outputs["scene"].shape == (2, len(SCENE_SLOTS), SCENE_CLASSES)
+    one_by_one = classifier.predict({"image": np.repeat(images, 3, axis=0),
+                                     "text": texts.reshape(6, 5)}, verbose=0)
+    np.testing.assert_allclose(np.asarray(grouped).reshape(6, 3), one_by_one, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("task", ["vqa", "match"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mmkeras.caption.metrics import METRIC_KEYS
+from mmkeras.caption.metrics import METRIC_KEYS, TRUTH_KEYS
 
 
 def run_cli(*args, env_extra=None):
@@ -52,8 +52,9 @@ def test_train_writes_model_records_and_metrics(cli_run):
     for name in ("model.keras", "config.json", "history.csv", "metrics.json"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert list(metrics) == list(METRIC_KEYS)
-    assert all(0.0 <= metrics[k] <= 1.0 for k in METRIC_KEYS if k not in ("cider", "n_images"))
+    # on Shapes Captions, whether the captions are true of their scenes comes after BLEU & co.
+    assert list(metrics) == [*METRIC_KEYS, *TRUTH_KEYS]
+    assert all(0.0 <= metrics[k] <= 1.0 for k in (*METRIC_KEYS, *TRUTH_KEYS) if k not in ("cider", "n_images"))
     assert metrics["n_images"] == 64
     assert "bleu_4" in completed.stdout
     config = json.loads((out / "config.json").read_text())
@@ -68,8 +69,9 @@ def test_evaluate_prints_and_writes_the_metrics(cli_run, tmp_path):
     completed = run_cli("evaluate", "--model", out / "model.keras", "--data", data,
                         "--beam", 2, "--out", metrics_file)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert set(json.loads(metrics_file.read_text())) == set(METRIC_KEYS)
-    assert "bleu_4" in completed.stdout
+    # On Shapes Captions, whether the captions are true of their scenes too.
+    assert set(json.loads(metrics_file.read_text())) == {*METRIC_KEYS, *TRUTH_KEYS}
+    assert "bleu_4" in completed.stdout and "true_captions" in completed.stdout
 
 
 def test_evaluate_takes_a_dataset_name_as_train_does(cli_run, monkeypatch, capsys):
@@ -134,6 +136,14 @@ def test_vqa_prints_accuracy_per_question_type_beside_chance(tmp_path, small_sha
     for kind, score in metrics["by_kind"].items():
         assert f"{kind:<12} {score['accuracy']:.3f}  (chance {score['chance']:.3f}" in completed.stdout
 
+    # evaluate on the data it was trained on: the same questions, the same scores
+    completed = run_cli("evaluate", "--model", tmp_path / "model.keras", "--data", small_shapes,
+                        "--out", tmp_path / "evaluated.json")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    evaluated = json.loads((tmp_path / "evaluated.json").read_text())
+    assert evaluated == {"task": "vqa", **{key: metrics[key] for key in
+                                            ("accuracy", "chance", "by_kind", "n_examples")}}
+
 
 def test_retrieval_prints_recall_beside_chance(tmp_path, small_shapes):
     completed = run_cli("retrieval", "--data", small_shapes, "--epochs", 1, "--batch-size", 8,
@@ -142,15 +152,33 @@ def test_retrieval_prints_recall_beside_chance(tmp_path, small_shapes):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     # 8 test images: chance of R@1 text to image is 1/8
     assert "R@1 {:.3f} (0.125)".format(metrics["text_to_image"]["r1"]) in completed.stdout
+    assert {"r1", "r5", "r10", "r1_any", "r5_any", "r10_any"} == set(metrics["image_to_text"])
+    # any image a caption is true of counts: never below the recall of its own image
+    assert metrics["text_to_image"]["r1_any"] >= metrics["text_to_image"]["r1"]
+
+    completed = run_cli("evaluate", "--model", tmp_path / "model.keras", "--data", small_shapes,
+                        "--out", tmp_path / "evaluated.json")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    evaluated = json.loads((tmp_path / "evaluated.json").read_text())
+    assert evaluated["task"] == "retrieval"
+    for direction in ("text_to_image", "image_to_text"):
+        assert evaluated[direction] == pytest.approx(metrics[direction], abs=1e-6), direction
+    for key in ("chance", "n_images", "n_captions"):
+        assert evaluated[key] == metrics[key], key
 
 
 def test_fusion_writes_one_row_per_fusion(tmp_path, small_shapes):
-    completed = run_cli("fusion", "--data", small_shapes, "--fusions", "gate,product",
-                        "--epochs", 1, "--out", tmp_path)
+    completed = run_cli("fusion", "--data", small_shapes, "--fusions", "gate,text_only",
+                        "--epochs", 1, "--seeds", 2, "--out", tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     table = (tmp_path / "fusion.md").read_text()
-    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ["gate", "product"]
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ["gate", "text_only"]
     assert table in completed.stdout
+    rows = json.loads((tmp_path / "fusion.json").read_text())["rows"]
+    for row in rows:  # two seeds each: their mean, and their spread in the table
+        assert len(row["accuracies"]) == 2 and row["accuracy"] == pytest.approx(sum(row["accuracies"]) / 2)
+        assert f"{row['accuracy']:.3f} ± {row['accuracy_sd']:.3f}" in table
+        assert (tmp_path / row["fusion"] / "seed1" / "model.keras").exists()
 
 
 def test_tasks_on_data_that_are_not_shapes_captions_exit_2(tmp_path):
@@ -167,6 +195,24 @@ def test_tasks_on_data_that_are_not_shapes_captions_exit_2(tmp_path):
         assert "dog.png" in completed.stderr and "Shapes Captions" in completed.stderr
         assert "Traceback" not in completed.stderr
         assert not (tmp_path / command / "model.keras").exists()
+
+
+def test_evaluate_of_a_task_model_on_photos_exits_2(tmp_path):
+    """A VQA model scored on a folder with no scenes to ask about: one line, exit 2."""
+    from mmkeras.tasks.fusion import build_fused_classifier
+    from mmkeras.tasks.vqa import ANSWERS
+    build_fused_classifier(["", "[UNK]", "what"], 17, len(ANSWERS), "concat", units=8).save(
+        tmp_path / "vqa.keras")
+    data = tmp_path / "photos"
+    (data / "Images").mkdir(parents=True)
+    from PIL import Image
+    Image.new("RGB", (16, 16), "white").save(data / "Images" / "dog.png")
+    (data / "captions.txt").write_text("dog.png#0\ta dog on a beach\n")
+    for split in ("train", "val", "test"):
+        (data / f"{split}.txt").write_text("dog.png\n")
+    completed = run_cli("evaluate", "--model", tmp_path / "vqa.keras", "--data", data)
+    assert completed.returncode == 2, completed.stderr[-3000:]
+    assert "Shapes Captions" in completed.stderr and "Traceback" not in completed.stderr
 
 
 def test_unknown_fusion_exits_2(tmp_path):

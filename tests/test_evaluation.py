@@ -1,7 +1,8 @@
 import pytest
 from nltk.translate.bleu_score import corpus_bleu
 
-from mmkeras.caption.metrics import METRIC_KEYS, caption_metrics
+from mmkeras.caption.metrics import METRIC_KEYS, TRUTH_KEYS, caption_metrics, split_metrics, truth_metrics
+from mmkeras.data.shapes import Scene, SceneObject, captions_for
 
 REFERENCES = [
     ["a small red circle above a large blue square", "a red circle is above a blue square"],
@@ -58,3 +59,46 @@ def test_per_image_scores_single_out_the_wrong_caption():
     assert scores["bleu_4"].shape == (3,)
     assert scores["bleu_4"].argmin() == 1 and scores["cider"].argmin() == 1
     assert scores["bleu_4"][0] == pytest.approx(1.0, abs=1e-6)
+
+
+def _scene(first, relation, second):
+    return Scene(SceneObject(*first.split()), SceneObject(*second.split()), relation)
+
+
+SCENE = _scene("small red circle", "above", "large red square")
+
+
+def test_true_captions_read_every_template_back_against_the_scene():
+    # Every true caption of every template, then one with each attribute wrong.
+    hypotheses = [*captions_for(SCENE),
+                  "a red circle is below a red square",  # relation
+                  "a large red circle above a large red square",  # size
+                  "a blue circle is above a red square",  # colour
+                  "a red triangle is above a red square",  # shape
+                  "red circles everywhere"]  # no template: false, no attribute read
+    metrics = truth_metrics(hypotheses, [SCENE] * len(hypotheses))
+    assert set(metrics) == set(TRUTH_KEYS)
+    assert metrics["true_captions"] == pytest.approx(5 / 10)
+    # Colour words: 2 per readable caption (18), one wrong; shape likewise; sizes: 5 in
+    # the true captions (templates 1 and 2 name both, 4 the first) and 2, one wrong.
+    assert metrics["precision_colour"] == pytest.approx(17 / 18)
+    assert metrics["precision_shape"] == pytest.approx(17 / 18)
+    assert metrics["precision_size"] == pytest.approx(6 / 7)
+    assert metrics["precision_relation"] == pytest.approx(8 / 9)
+
+
+def test_a_caption_with_its_objects_swapped_states_the_wrong_relation():
+    """'a red square above a red circle', when the circle is above: the colours and shapes
+    are right (each mention matches an object), the relation is not."""
+    metrics = truth_metrics(["a red square is above a red circle"], [SCENE])
+    assert metrics["true_captions"] == 0.0
+    assert metrics["precision_colour"] == metrics["precision_shape"] == 1.0
+    assert metrics["precision_relation"] == 0.0
+
+
+def test_test_metrics_add_truth_on_shapes_only():
+    from mmkeras.data.folder import CaptionSplit
+    shapes = CaptionSplit("test", ["a.png"], [captions_for(SCENE)])
+    assert split_metrics(shapes, [captions_for(SCENE)[2]])["true_captions"] == 1.0
+    photos = CaptionSplit("test", ["a.jpg"], [["a dog runs on the grass"]])
+    assert "true_captions" not in split_metrics(photos, ["a dog runs"])

@@ -1,4 +1,5 @@
-"""The six fusions: each builds, uses both the image and the text, and saves safely."""
+"""The fusions: each builds, uses both the image and the text, and saves safely; the blind
+baselines use one."""
 
 import keras
 import numpy as np
@@ -38,6 +39,21 @@ def test_each_fusion_reads_both_the_image_and_the_text(fusion, tmp_path):
     np.testing.assert_allclose(reloaded.predict(batch, verbose=0), logits, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("baseline, blind_to", [("text_only", "image"), ("image_only", "text")])
+def test_each_blind_baseline_reads_one_branch_only(baseline, blind_to, tmp_path):
+    keras.utils.set_random_seed(0)
+    classifier = build_fused_classifier(VOCABULARY, 7, 5, baseline, units=32)
+    batch = inputs(0)
+    logits = classifier.predict(batch, verbose=0)
+    seen = "text" if blind_to == "image" else "image"
+    np.testing.assert_allclose(classifier.predict({**batch, blind_to: inputs(1)[blind_to]}, verbose=0),
+                               logits, rtol=1e-6)
+    assert not np.allclose(classifier.predict({**batch, seen: inputs(2)[seen]}, verbose=0), logits)
+    classifier.save(tmp_path / "baseline.keras")
+    reloaded = keras.saving.load_model(tmp_path / "baseline.keras", safe_mode=True)
+    np.testing.assert_allclose(reloaded.predict(batch, verbose=0), logits, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("fusion", ["concat", "attention"])
 def test_padding_after_the_text_does_not_change_the_answer(fusion):
     keras.utils.set_random_seed(0)
@@ -48,6 +64,16 @@ def test_padding_after_the_text_does_not_change_the_answer(fusion):
     np.testing.assert_allclose(
         unpadded_model.predict({**batch, "text": batch["text"][:, :5]}, verbose=0),
         padded_model.predict(batch, verbose=0), rtol=1e-4, atol=1e-5)
+
+
+def test_coordinate_channels_give_each_position_its_x_and_y():
+    from mmkeras.nn.layers import CoordinateChannels
+    features = np.zeros((2, 3, 5, 4), "float32")
+    with_coordinates = np.asarray(CoordinateChannels()(features))
+    assert with_coordinates.shape == (2, 3, 5, 6)
+    np.testing.assert_allclose(with_coordinates[1, 0, :, 4], [-1, -0.5, 0, 0.5, 1])  # x, left to right
+    np.testing.assert_allclose(with_coordinates[1, :, 2, 5], [-1, 0, 1])  # y, top to bottom
+    np.testing.assert_array_equal(with_coordinates[..., :4], features)
 
 
 def test_outer_product_multiplies_every_pair_and_keeps_each_vector():

@@ -49,6 +49,7 @@ def test_registered_names_are_the_ones_saved_models_refer_to():
         layers.PositionEmbedding: "mmkeras>PositionEmbedding",
         layers.OuterProduct: "mmkeras>OuterProduct",
         layers.ContrastiveLogits: "mmkeras>ContrastiveLogits",
+        layers.CoordinateChannels: "mmkeras>CoordinateChannels",
         losses.MaskedAccuracy: "mmkeras>MaskedAccuracy",
         losses.SymmetricContrastiveLoss: "mmkeras>SymmetricContrastiveLoss",
         image_encoders.BackbonePreprocessing: "mmkeras>BackbonePreprocessing",

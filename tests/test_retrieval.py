@@ -56,6 +56,48 @@ def test_symmetric_contrastive_loss_is_the_mean_of_both_cross_entropies():
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
 
 
+def test_false_captions_compete_for_their_image_but_pick_no_image():
+    """Logits (images, captions + false twins): the twins join the image-to-text softmax
+    only; a loss that let them pick an image, or ignored them, would differ."""
+    logits = np.array([[3.0, 1.0, 2.5, 0.0], [0.5, 2.0, 0.0, 4.0]], dtype="float32")
+    labels = np.arange(2)
+
+    def cross_entropy(rows):
+        rows = rows - rows.max(axis=1, keepdims=True)
+        log_softmax = rows - np.log(np.exp(rows).sum(axis=1, keepdims=True))
+        return -log_softmax[labels, labels].mean()
+
+    expected = (cross_entropy(logits) + cross_entropy(logits[:, :2].T)) / 2
+    loss = losses.SymmetricContrastiveLoss()(labels, logits)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+
+
+def test_false_captions_are_false_and_come_beside_their_caption(small_shapes):
+    from mmkeras.data.folder import load_captions
+    from mmkeras.data.shapes import describes, scenes_of
+    from mmkeras.data.text import build_vectorizer, vectorizer_vocabulary
+    split = load_captions(small_shapes)["train"]
+    false_captions = retrieval.false_captions_of(split, seed=0)
+    scenes = scenes_of(split)
+    for scene, references, twins in zip(scenes, split.captions, false_captions):
+        assert len(twins) == len(references)
+        assert not any(describes(twin, scene) for twin in twins)
+    vectorizer = build_vectorizer([c for refs in split.captions for c in refs], 14)
+    vocabulary = np.array(vectorizer_vocabulary(vectorizer))
+    inputs, labels = next(iter(retrieval.retrieval_dataset(split, vectorizer, 64, 4, shuffle=False,
+                                                           false_captions=false_captions)))
+    assert labels.numpy().tolist() == [0, 1, 2, 3]
+
+    def words(ids):
+        return " ".join(w for w in vocabulary[ids] if w not in ("", "[start]", "[end]"))
+
+    for image in range(4):
+        caption = words(inputs["text"].numpy()[image])
+        twin = words(inputs["false_text"].numpy()[image])
+        index = split.captions[image].index(caption)
+        assert twin == false_captions[image][index]
+
+
 def test_contrastive_logits_scale_cosine_similarities():
     layer = layers.ContrastiveLogits()
     vectors = np.eye(3, dtype="float32")
@@ -69,7 +111,7 @@ def test_train_retrieval_writes_records_and_its_loss_goes_down(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["n_captions"] == 5 * metrics["n_images"]
     for direction in ("text_to_image", "image_to_text"):
-        assert set(metrics[direction]) == {"r1", "r5", "r10"}
+        assert set(metrics[direction]) == {"r1", "r5", "r10", "r1_any", "r5_any", "r10_any"}
         assert metrics[direction]["r1"] <= metrics[direction]["r5"] <= metrics[direction]["r10"]
     loss_per_epoch = result["history"]["loss"]
     assert loss_per_epoch[-1] < loss_per_epoch[0]
@@ -82,3 +124,29 @@ def test_train_retrieval_writes_records_and_its_loss_goes_down(tmp_path):
     np.testing.assert_allclose(reloaded.predict({"image": images, "text": text}, verbose=0),
                                result["model"].predict({"image": images, "text": text}, verbose=0),
                                rtol=1e-5)
+
+
+def test_any_match_recall_counts_every_image_a_caption_is_true_of():
+    from mmkeras.data.shapes import Scene, SceneObject, captions_for, describes
+    from mmkeras.tasks.retrieval import any_match_recall, describes_matrix
+    red_circle_above = Scene(SceneObject("small", "red", "circle"),
+                             SceneObject("large", "blue", "square"), "above")
+    bigger_twin = Scene(SceneObject("large", "red", "circle"),
+                        SceneObject("large", "blue", "square"), "above")
+    below = Scene(SceneObject("small", "red", "circle"), SceneObject("large", "blue", "square"), "below")
+    scenes = [red_circle_above, bigger_twin, below]
+    captions = [captions_for(red_circle_above)[0], captions_for(red_circle_above)[2],
+                captions_for(below)[4]]
+    truth = describes_matrix(captions, scenes)
+    # The sized caption fits its own scene only; the one without sizes fits the twin too;
+    # the last (read with its objects swapped) fits the scene drawn the other way up.
+    assert truth.tolist() == [[True, False, False], [True, True, False], [False, False, True]]
+    for caption, row in zip(captions, truth):
+        assert row.tolist() == [describes(caption, scene) for scene in scenes]
+    # Each caption's best image is the twin: strict recall would count only the second.
+    similarity = np.array([[0.1, 0.9, 0.0], [0.2, 0.8, 0.0], [0.0, 0.1, 0.9]])
+    recall = any_match_recall(similarity, truth, ks=(1, 2))
+    assert recall["text_to_image"] == {"r1_any": 2 / 3, "r2_any": 1.0}
+    # Images' best captions: image 0 -> caption 1 (true of it), the twin -> caption 0 (false
+    # of it: its circle is large), scene 2 -> caption 2.
+    assert recall["image_to_text"] == {"r1_any": 2 / 3, "r2_any": 1.0}

@@ -75,7 +75,7 @@ def test_a_run_with_other_settings_does_not_resume_an_unfinished_one(tmp_path):
 
 def test_a_run_killed_after_training_only_scores_the_saved_model(tmp_path, capsys, monkeypatch):
     config = TrainConfig(smoke=True, decoder="init", out=str(tmp_path))
-    monkeypatch.setattr(caption_train, "caption_metrics", _killed)
+    monkeypatch.setattr(caption_train, "split_metrics", _killed)
     with pytest.raises(Interrupt):
         train(config, verbose=0, progress=False)
     saved = (tmp_path / "model.keras").stat().st_mtime_ns

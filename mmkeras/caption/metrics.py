@@ -1,4 +1,5 @@
-"""Caption metrics: BLEU-1..4, ROUGE-L and CIDEr-D from pycocoevalcap, and distinctness.
+"""Caption metrics: BLEU-1..4, ROUGE-L and CIDEr-D from pycocoevalcap, distinctness, and on
+Shapes Captions whether each caption is true of its scene.
 
 Always computed on free-running decoded captions, never teacher-forced predictions.
 Introduced in ``03_evaluation.ipynb``.
@@ -14,9 +15,15 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
+from mmkeras.data.folder import CaptionSplit
+from mmkeras.data.shapes import CaptionReading, Scene, SceneObject, describes, read_caption, scenes_of
 from mmkeras.data.text import standardize_list
+from mmkeras.errors import UserError
 
 METRIC_KEYS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider", "distinct", "n_images")
+# On Shapes Captions, whether the captions are true of their scenes (truth_metrics).
+TRUTH_KEYS = ("true_captions", "precision_colour", "precision_shape", "precision_size",
+              "precision_relation")
 
 
 def _score(references: list[list[str]], hypotheses: list[str]):
@@ -66,4 +73,61 @@ def per_image_scores(references: list[list[str]], hypotheses: list[str]) -> dict
 
 def format_metrics(metrics: dict[str, float]) -> str:
     return "  ".join(f"{key} {metrics[key]:.4f}" if key != "n_images" else f"{key} {metrics[key]}"
-                     for key in METRIC_KEYS if key in metrics)
+                     for key in (*METRIC_KEYS, *TRUTH_KEYS) if key in metrics)
+
+
+def _aligned(reading: CaptionReading, scene: Scene) -> tuple[SceneObject, SceneObject]:
+    """The scene's objects in the order of the caption's two mentions: the order under which
+    the mentions' words agree with more of the objects' attributes (ties: the scene's own)."""
+
+    def agreement(mention: SceneObject, obj: SceneObject) -> int:
+        return sum(getattr(mention, a) == getattr(obj, a) for a in ("colour", "shape", "size"))
+
+    first, second = scene.objects
+    as_drawn = agreement(reading.first, first) + agreement(reading.second, second)
+    swapped = agreement(reading.first, second) + agreement(reading.second, first)
+    return (second, first) if swapped > as_drawn else (first, second)
+
+
+def truth_metrics(hypotheses: list[str], scenes: list[Scene]) -> dict[str, float]:
+    """Whether Shapes Captions captions say what their scenes show, which BLEU cannot tell.
+
+    ``true_captions``: the share of captions that, read back into two objects and a relation
+    (any of the five templates), are wholly true of their scene; a caption that follows no
+    template counts as false. ``precision_<attribute>``: of the colour (shape, size) words
+    the captions say, the share right of the object the mention stands for (each caption's
+    two mentions are matched to the scene's two objects the way that agrees best), and of
+    the relations stated, the share that hold between those two objects.
+    """
+    if len(hypotheses) != len(scenes):
+        raise ValueError(f"{len(hypotheses)} captions but {len(scenes)} scenes")
+    if not hypotheses:
+        raise ValueError("no captions to score")
+    right = {a: 0 for a in ("colour", "shape", "size", "relation")}
+    said = dict(right)
+    wholly_true = 0
+    for caption, scene in zip(standardize_list(hypotheses), scenes):
+        reading = read_caption(caption)
+        if reading is None:
+            continue
+        wholly_true += describes(caption, scene)
+        objects = _aligned(reading, scene)
+        for mention, obj in zip((reading.first, reading.second), objects):
+            for attribute in ("colour", "shape", "size"):
+                if getattr(mention, attribute) is not None:
+                    said[attribute] += 1
+                    right[attribute] += getattr(mention, attribute) == getattr(obj, attribute)
+        said["relation"] += 1
+        right["relation"] += scene.holds(objects[0], reading.relation, objects[1])
+    return {"true_captions": wholly_true / len(hypotheses),  # the keys of TRUTH_KEYS
+            **{f"precision_{a}": right[a] / said[a] if said[a] else 0.0 for a in right}}
+
+
+def split_metrics(split: CaptionSplit, hypotheses: list[str]) -> dict[str, float]:
+    """:func:`caption_metrics`, and on a Shapes Captions split :func:`truth_metrics` too."""
+    metrics = caption_metrics(split.captions, hypotheses)
+    try:
+        scenes = scenes_of(split)
+    except UserError:  # photos (Flickr8k, COCO): no scene to check a caption against
+        return metrics
+    return {**metrics, **truth_metrics(hypotheses, scenes)}

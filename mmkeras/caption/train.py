@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from mmkeras import runs
 from mmkeras.caption.decoding import CaptionDecoder
-from mmkeras.caption.metrics import caption_metrics
+from mmkeras.caption.metrics import split_metrics
 from mmkeras.caption.model import build_caption_model, compile_caption_model, with_backbone
 from mmkeras.caption.resume import (
     BACKUP,
@@ -89,7 +89,7 @@ def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = Tru
     decoder = CaptionDecoder(caption_model)
     hypotheses = decoder.caption_batches(evaluation_images(test_split, config.image_size),
                                          config.beam_width, progress=progress)
-    metrics = caption_metrics(test_split.captions, hypotheses)
+    metrics = split_metrics(test_split, hypotheses)
 
     run = runs.record(
         out, config, metrics, data_dir=str(data_dir), max_caption_length=max_caption_length,

@@ -12,6 +12,7 @@ import keras
 from keras import layers, ops
 
 from mmkeras.errors import UserError
+from mmkeras.nn.layers import CoordinateChannels
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")
@@ -76,42 +77,50 @@ def build_backbone(backbone: str, image_size: int = 224, weights: str | None = "
     return model
 
 
-def small_cnn(pixels):
+def small_cnn(pixels, filters=(16, 32, 64)):
     """The from-scratch CNN body: pixels in 0..1 to a map 8 times smaller a side.
 
     One convolution per scale is enough for flat-coloured shapes, and keeps an epoch of
     8000 images well under a minute on two CPU cores.
     """
     x = pixels
-    for filters in (16, 32, 64):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    for width in filters:
+        x = layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization()(x)
         x = layers.Activation("relu")(x)
         x = layers.MaxPooling2D()(x)
     return x
 
 
-def build_image_encoder(image_size: int = 64, feature_dim: int = 128, backbone: str | None = None,
+def build_image_encoder(image_size: int = 64, feature_dim: int | None = 128, backbone: str | None = None,
                         backbone_weights: str | None = "imagenet",
-                        fine_tune: bool = False, fine_tune_layers: int = 20) -> keras.Model:
+                        fine_tune: bool = False, fine_tune_layers: int = 20,
+                        coordinates: bool = False, filters=(16, 32, 64)) -> keras.Model:
     """uint8 images to a ``(rows, cols, feature_dim)`` feature map.
 
-    With no ``backbone``, a small CNN trained from scratch (right for 64 px shapes);
-    otherwise a ``keras.applications`` model by name (a name, or a model from
-    :func:`build_backbone`), frozen unless ``fine_tune``.
+    With no ``backbone``, a small CNN trained from scratch (right for 64 px shapes), of
+    ``filters`` per scale; otherwise a ``keras.applications`` model by name (a name, or a
+    model from :func:`build_backbone`), frozen unless ``fine_tune``. With ``coordinates``,
+    each position's x and y join the pixels (CoordConv): the multimodal tasks' questions
+    about where things are need them. ``feature_dim=None``: the map as the body makes it,
+    with no 1 x 1 projection.
     """
     if isinstance(backbone, keras.Model):
         image_size = backbone.input_shape[1]
     images = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     if backbone is None:
-        x = small_cnn(layers.Rescaling(1 / 255, name="rescale")(images))
+        x = layers.Rescaling(1 / 255, name="rescale")(images)
+        if coordinates:
+            x = CoordinateChannels(name="pixel_coordinates")(x)
+        x = small_cnn(x, filters)
     else:
         if not isinstance(backbone, keras.Model):
             backbone = build_backbone(backbone, image_size, backbone_weights, fine_tune,
                                       fine_tune_layers)
         x = backbone(images)
-    features = layers.Conv2D(feature_dim, 1, activation="relu", name="feature_projection")(x)
-    return keras.Model(images, features, name="image_encoder")
+    if feature_dim is not None:
+        x = layers.Conv2D(feature_dim, 1, activation="relu", name="feature_projection")(x)
+    return keras.Model(images, x, name="image_encoder")
 
 
 def build_feature_encoder(feature_shape, feature_dim: int = 128) -> keras.Model:

@@ -84,3 +84,23 @@ class ContrastiveLogits(layers.Layer):
 
     def compute_output_shape(self, input_shapes):
         return (input_shapes[0][0], input_shapes[1][0])
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class CoordinateChannels(layers.Layer):
+    """Appends two channels to a ``(batch, rows, cols, channels)`` map: each position's x and
+    y, from -1 to 1 (CoordConv, Liu et al., 2018).
+
+    A convolution is blind to where it is; "left of", "above" and counting two apart need
+    it to know, and a CNN learns it from padding effects only slowly.
+    """
+
+    def call(self, features):
+        rows, cols = features.shape[1], features.shape[2]
+        xs, ys = ops.meshgrid(ops.linspace(-1.0, 1.0, cols), ops.linspace(-1.0, 1.0, rows), indexing="xy")
+        grid = ops.cast(ops.stack([xs, ys], axis=-1), features.dtype)
+        grid = ops.broadcast_to(grid[None], (ops.shape(features)[0], rows, cols, 2))
+        return ops.concatenate([features, grid], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] + 2)

@@ -31,7 +31,9 @@ class SymmetricContrastiveLoss(keras.losses.Loss):
     batch's captions, and each caption its image among the batch's images.
 
     ``y_true`` holds, for image ``i`` of the batch, the column of its caption in ``logits``
-    (``i``, when the ``i``-th caption is the ``i``-th image's).
+    (``i``, when the ``i``-th caption is the ``i``-th image's). Columns after the first
+    ``batch`` are false captions (hard negatives, as NegCLIP adds them): images must rank
+    them below their own caption, and as they describe no image, they pick none.
     """
 
     def __init__(self, name="symmetric_contrastive", **kwargs):
@@ -39,6 +41,7 @@ class SymmetricContrastiveLoss(keras.losses.Loss):
 
     def call(self, y_true, logits):
         image_to_text = keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
+        batch = ops.shape(logits)[0]
         text_to_image = keras.losses.sparse_categorical_crossentropy(
-            y_true, ops.transpose(logits), from_logits=True)
+            y_true, ops.transpose(logits[:, :batch]), from_logits=True)
         return (image_to_text + text_to_image) / 2

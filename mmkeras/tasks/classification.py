@@ -23,12 +23,20 @@ from mmkeras.config import TASKS, TaskConfig
 from mmkeras.data.catalog import first_images, image_size_of, load_dataset
 from mmkeras.data.folder import SPLITS, CaptionSplit
 from mmkeras.data.images import images_in_memory
-from mmkeras.data.text import build_vectorizer, vectorizer_vocabulary
+from mmkeras.data.shapes import scenes_of
+from mmkeras.data.text import build_vectorizer, vectorizer_for, vectorizer_vocabulary
 from mmkeras.errors import UserError
-from mmkeras.tasks.examples import Examples, accuracy_by_kind, example_dataset, majority_answers
-from mmkeras.tasks.fusion import build_fused_classifier
+from mmkeras.tasks.examples import (
+    Examples,
+    accuracy_by_kind,
+    example_dataset,
+    majority_answers,
+    scene_targets,
+    texts_per_image_dataset,
+)
+from mmkeras.tasks.fusion import SeveralTextsPerImage, build_fused_classifier
 from mmkeras.tasks.matching import MATCH_CLASSES, matching_examples
-from mmkeras.tasks.vqa import ANSWERS, QUESTION_TYPES, vqa_examples
+from mmkeras.tasks.vqa import ANSWERS, vqa_examples
 
 MAX_TEXT_LENGTH = 16  # words; the longest question has 11, the longest caption 13
 
@@ -40,10 +48,11 @@ def class_names(task: str) -> tuple[str, ...]:
 def make_examples(task: str, split: CaptionSplit, config: TaskConfig, seed: int,
                   training: bool) -> Examples:
     if task == "vqa":
-        # Scored on every question an image allows; trained on a few per image per run.
-        per_image = config.questions_per_image if training else len(QUESTION_TYPES)
-        return vqa_examples(split, per_image, seed)
-    return matching_examples(split, seed, config.other_image_negatives if training else 0.0)
+        # Scored on one question of each type an image allows; trained on more.
+        return vqa_examples(split, config.questions_per_image if training else None, seed)
+    if training:
+        return matching_examples(split, seed, config.other_image_negatives, config.pairs_per_image)
+    return matching_examples(split, seed)
 
 
 def chance_by_kind(task: str, train: Examples, test: Examples) -> dict[str, float]:
@@ -60,11 +69,19 @@ def chance_by_kind(task: str, train: Examples, test: Examples) -> dict[str, floa
     return {kind: score["accuracy"] for kind, score in accuracy_by_kind(guessed, test).items()}
 
 
-def compile_classifier(classifier: keras.Model, learning_rate: float, decay_steps: int) -> keras.Model:
-    classifier.compile(optimizer=runs.optimizer(learning_rate, decay_steps),
-                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                       metrics=["accuracy"])
-    return classifier
+def texts_per_image(config: TaskConfig) -> int:
+    return config.questions_per_image if config.task == "vqa" else 2 * config.pairs_per_image
+
+
+def compile_for_training(classifier: keras.Model, learning_rate: float, decay_steps: int) -> keras.Model:
+    """The classifier wrapped to read each image once for all its texts, compiled."""
+    trainer = SeveralTextsPerImage(classifier, name="several_texts_per_image")
+    trainer.compile(optimizer=runs.optimizer(learning_rate, decay_steps),
+                    loss={"answers": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                          "scene": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
+                    # padding texts (weight 0) do not count
+                    weighted_metrics={"answers": ["accuracy"]})
+    return trainer
 
 
 def load_task_data(config: TaskConfig, progress: bool = True):
@@ -85,12 +102,53 @@ def load_task_data(config: TaskConfig, progress: bool = True):
         examples = make_examples(config.task, split, config, config.seed + SPLITS.index(name),
                                  training)
         data[name] = (images_in_memory(split, image_size), examples)
+        data[f"{name}_scenes"] = scene_targets(scenes_of(split))
     if config.task == "match" and config.other_image_negatives > 0:
         # For the second half of training: the same images, one-word negatives only.
         one_word = dataclasses.replace(config, other_image_negatives=0.0)
         data["train_one_word"] = (data["train"][0], make_examples(
             "match", train_split, one_word, config.seed + len(splits), training=True))
     return folder, data
+
+
+def classifier_task(classifier: keras.Model) -> str:
+    """"vqa" or "match": which task a saved fused classifier answers (its number of classes)."""
+    return "vqa" if classifier.output_shape[-1] == len(ANSWERS) else "match"
+
+
+def text_vocabulary(classifier: keras.Model) -> list[str]:
+    """The words a saved classifier reads (none but padding and unknown: ``image_only``)."""
+    head = classifier.get_layer("fusion_head")
+    embeddings = [layer for layer in head.layers if layer.name == "word_embedding"]
+    return embeddings[0].vocabulary if embeddings else ["", "[UNK]"]
+
+
+def evaluate_classifier(classifier: keras.Model, data: str) -> dict:
+    """A saved VQA or matching model's scores on the test split of ``data``.
+
+    The questions (or false captions) are made from that folder's test scenes with the
+    seed a training run with seed 0 uses, and the chance levels from its training scenes:
+    on the data a model was trained on, the same numbers as its ``metrics.json``.
+    """
+    task = classifier_task(classifier)
+    config = TaskConfig(task=task, data=data)
+    _, splits = load_dataset(data, splits=("train", "test"))
+    train = make_examples(task, splits["train"], config, config.seed, training=True)
+    test = make_examples(task, splits["test"], config, config.seed + SPLITS.index("test"),
+                         training=False)
+    vectorizer = vectorizer_for(text_vocabulary(classifier), classifier.input["text"].shape[1] - 1)
+    images = images_in_memory(splits["test"], classifier.input["image"].shape[1])
+    return {"task": task, **_test_scores(classifier, task, images, vectorizer, train, test)}
+
+
+def _test_scores(classifier, task: str, images, vectorizer, train: Examples, test: Examples) -> dict:
+    logits = classifier.predict(example_dataset(images, test, vectorizer, 256), verbose=0)
+    scores = accuracy_by_kind(logits.argmax(axis=-1), test)
+    chance = chance_by_kind(task, train, test)
+    return {"accuracy": scores["all"]["accuracy"], "chance": chance["all"],
+            "by_kind": {kind: {**score, "chance": chance[kind]} for kind, score in scores.items()
+                        if kind != "all"},
+            "n_examples": len(test)}
 
 
 def train_task(config: TaskConfig, verbose: int | str = "auto", progress: bool = True,
@@ -114,36 +172,35 @@ def train_task(config: TaskConfig, verbose: int | str = "auto", progress: bool =
     classifier = build_fused_classifier(vectorizer_vocabulary(vectorizer), MAX_TEXT_LENGTH + 1,
                                         len(class_names(config.task)), config.fusion,
                                         image_size=train_images.shape[1], units=config.units)
-    compile_classifier(classifier, config.learning_rate,
-                       decay_steps=epochs * math.ceil(len(train) / config.batch_size))
+    trainer = compile_for_training(
+        classifier, config.learning_rate,
+        decay_steps=epochs * math.ceil(len(train_images) / config.batch_size))
     # Matching is a curriculum: easy negatives (other images' captions) for the first half
     # of the epochs, then one-word negatives only, the ones the test asks about.
     phases = [(train, epochs)]
     if "train_one_word" in data and epochs > 1:
         phases = [(train, epochs // 2), (data["train_one_word"][1], epochs)]
+    per_image = texts_per_image(config)
+    val_per_image = max(np.bincount(val.image_index))
     history, first_epoch = {}, 0
     started = time.perf_counter()
     for examples, last_epoch in phases:
         phase = runs.fit(
-            classifier,
-            example_dataset(train_images, examples, vectorizer, config.batch_size, shuffle=True,
-                            seed=config.seed),
-            example_dataset(val_images, val, vectorizer, config.batch_size),
+            trainer,
+            texts_per_image_dataset(train_images, examples, data["train_scenes"], vectorizer,
+                                    config.batch_size, per_image, shuffle=True, seed=config.seed),
+            texts_per_image_dataset(val_images, val, data["val_scenes"], vectorizer,
+                                    config.batch_size, val_per_image),
             out, last_epoch, verbose, initial_epoch=first_epoch)
         for key, values in phase.items():
             history.setdefault(key, []).extend(values)
         first_epoch = last_epoch
     fit_seconds = time.perf_counter() - started
 
-    logits = classifier.predict(example_dataset(test_images, test, vectorizer, 256), verbose=0)
-    scores = accuracy_by_kind(logits.argmax(axis=-1), test)
-    chance = chance_by_kind(config.task, train, test)
     metrics = {
         "task": config.task, "fusion": config.fusion,
-        "accuracy": scores["all"]["accuracy"], "chance": chance["all"],
-        "by_kind": {kind: {**score, "chance": chance[kind]} for kind, score in scores.items()
-                    if kind != "all"},
-        "n_examples": len(test), "parameters": classifier.count_params(),
+        **_test_scores(classifier, config.task, test_images, vectorizer, train, test),
+        "parameters": classifier.count_params(),
         "seconds_per_epoch": fit_seconds / epochs,
     }
     runs.save_model(classifier, out / "model.keras")

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from mmkeras.data.images import AUTOTUNE
+from mmkeras.data.shapes import COLOURS, SHAPES, SIZES, Scene
 from mmkeras.data.text import add_start_end
 
 
@@ -39,6 +40,63 @@ def example_dataset(images: np.ndarray, examples: Examples, vectorizer, batch_si
 
     def to_model_inputs(image_index, text, label):
         return {"image": tf.gather(image_table, image_index), "text": text}, label
+
+    return data.batch(batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+# What the image encoder learns to read beside the task (mmkeras.tasks.fusion.SeveralTextsPerImage):
+# each scene as seven classes, its objects in reading order (the left or upper one first).
+SCENE_SLOTS = ("colour", "shape", "size") * 2 + ("axis",)
+SCENE_CLASSES = max(len(COLOURS), len(SHAPES), len(SIZES))
+
+
+def scene_targets(scenes: list[Scene]) -> np.ndarray:
+    """``(scenes, 7)`` classes: the colour, shape and size of the left (or upper) object, of
+    the other, and whether they lie side by side (0) or one above the other (1)."""
+    values = {"colour": list(COLOURS), "shape": list(SHAPES), "size": list(SIZES)}
+    rows = []
+    for scene in scenes:
+        ahead, behind = scene.objects
+        if scene.relation in ("to the right of", "below"):
+            ahead, behind = behind, ahead
+        row = [values[slot].index(getattr(obj, slot))
+               for obj in (ahead, behind) for slot in ("colour", "shape", "size")]
+        rows.append(row + [int(scene.relation in ("above", "below"))])
+    return np.array(rows, dtype=np.int64).reshape(len(scenes), len(SCENE_SLOTS))
+
+
+def texts_per_image_dataset(images: np.ndarray, examples: Examples, scenes: np.ndarray, vectorizer,
+                            batch_size: int, texts_per_image: int, shuffle: bool = False,
+                            seed: int | None = None) -> tf.data.Dataset:
+    """Batches of ``batch_size`` images, each with all its texts: ``({"image": (b, ...),
+    "text": (b, texts_per_image, words)}, {"answers": classes (b, texts_per_image), "scene":
+    the images' scene_targets}, weights)``.
+
+    For :class:`mmkeras.tasks.fusion.SeveralTextsPerImage`, which reads each image once for
+    all its texts. An image with fewer texts is padded with copies of its first, of weight 0.
+    """
+    order = np.argsort(examples.image_index, kind="stable")
+    image_rows, starts, counts = np.unique(examples.image_index[order], return_index=True,
+                                           return_counts=True)
+    if counts.max() > texts_per_image:
+        raise ValueError(f"an image has {counts.max()} texts, more than texts_per_image={texts_per_image}")
+    slots = np.zeros((len(image_rows), texts_per_image), np.int64)
+    weights = np.zeros((len(image_rows), texts_per_image), np.float32)
+    for row, (start, count) in enumerate(zip(starts, counts)):
+        slots[row] = order[start]
+        slots[row, :count] = order[start:start + count]
+        weights[row, :count] = 1.0
+    token_ids = vectorizer(add_start_end(examples.texts))[:, 1:].numpy()
+    data = tf.data.Dataset.from_tensor_slices(
+        (image_rows, token_ids[slots], examples.labels[slots], weights, scenes[image_rows]))
+    if shuffle:
+        data = data.shuffle(len(image_rows), seed=seed, reshuffle_each_iteration=True)
+    image_table = tf.constant(images)
+
+    def to_model_inputs(image_row, text, label, weight, scene):
+        return ({"image": tf.gather(image_table, image_row), "text": text},
+                {"answers": label, "scene": scene},
+                {"answers": weight, "scene": tf.ones_like(scene, dtype=tf.float32)})
 
     return data.batch(batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 

@@ -12,7 +12,16 @@ import re
 import numpy as np
 
 from mmkeras.data.folder import CaptionSplit
-from mmkeras.data.shapes import COLOURS, RELATIONS, SHAPES, SIZES, describes, read_caption, scenes_of
+from mmkeras.data.shapes import (
+    COLOURS,
+    INVERSE_RELATION,
+    RELATIONS,
+    SHAPES,
+    SIZES,
+    describes,
+    read_caption,
+    scenes_of,
+)
 from mmkeras.tasks.examples import Examples
 
 MATCH_CLASSES = ("no", "yes")
@@ -40,8 +49,12 @@ def mismatched_caption(caption: str, rng: np.random.Generator) -> tuple[str, str
     # Longest first, so "to the left of" is not read as a shorter phrase inside it.
     relation = re.search("|".join(sorted(RELATIONS, key=len, reverse=True)), caption)
     if relation:
+        # The opposite relation as often as the two across: telling it needs which object
+        # is where, not only along which axis.
+        opposite = INVERSE_RELATION[relation.group()]
+        across = [r for r in RELATIONS if r not in (relation.group(), opposite)]
         changes.append(("relation", [caption[:relation.start()] + other + caption[relation.end():]
-                                     for other in RELATIONS if other != relation.group()]))
+                                     for other in (opposite, opposite, *across)]))
     changes = [(kind, changed) for kind, changed in changes if changed]
     if not changes:
         raise ValueError(f"no colour, shape, size or relation to change in {caption!r}")
@@ -54,27 +67,32 @@ def _two_different_objects(caption: str) -> bool:
     return reading is None or reading.first.name != reading.second.name
 
 
-def matching_examples(split: CaptionSplit, seed: int, other_image_negatives: float = 0.0) -> Examples:
-    """Each image with one of its captions (yes) and one false caption (no): balanced.
+def matching_examples(split: CaptionSplit, seed: int, other_image_negatives: float = 0.0,
+                      pairs_per_image: int = 1) -> Examples:
+    """Each image with ``pairs_per_image`` of its captions (yes), each beside a false caption
+    (no): balanced.
 
     The false caption is the true one with one word or the relation changed, or, with
-    probability ``other_image_negatives``, a caption of another image.
+    probability ``other_image_negatives``, a caption of another image (one that is false of
+    this scene; a scene drawn twice is drawn again).
     """
     scenes_here = scenes_of(split)  # checks that the folder is Shapes Captions
     rng = np.random.default_rng(seed)
     image_index, texts, labels, kinds = [], [], [], []
     for index, references in enumerate(split.captions):
-        caption = references[rng.integers(len(references))]
-        if rng.random() < other_image_negatives:
-            other = int(rng.integers(len(split)))
-            false_caption = split.captions[other][rng.integers(len(split.captions[other]))]
-            kind = "other image"
+        for _ in range(pairs_per_image):
+            caption = references[rng.integers(len(references))]
+            false_caption, kind = caption, "other image"
+            if rng.random() < other_image_negatives:
+                for _ in range(100):  # (a split of one scene drawn many times has none)
+                    other = split.captions[rng.integers(len(split))]
+                    false_caption = other[rng.integers(len(other))]
+                    if not describes(false_caption, scenes_here[index]):
+                        break
             if describes(false_caption, scenes_here[index]):
-                continue  # the same scene drawn twice: not a negative
-        else:
-            false_caption, kind = mismatched_caption(caption, rng)
-        image_index += [index, index]
-        texts += [caption, false_caption]
-        labels += [MATCH_CLASSES.index("yes"), MATCH_CLASSES.index("no")]
-        kinds += ["true", kind]
+                false_caption, kind = mismatched_caption(caption, rng)
+            image_index += [index, index]
+            texts += [caption, false_caption]
+            labels += [MATCH_CLASSES.index("yes"), MATCH_CLASSES.index("no")]
+            kinds += ["true", kind]
     return Examples(np.array(image_index), texts, np.array(labels), np.array(kinds))

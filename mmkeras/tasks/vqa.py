@@ -80,12 +80,18 @@ def _relation_question(scene: Scene, rng: np.random.Generator) -> Question:
     return Question(f"what is {relation} the {reference.name}", subject.shape, "relation")
 
 
+def _false_relation(true_relation: str, rng: np.random.Generator) -> str:
+    if rng.random() < 0.5:
+        return INVERSE_RELATION[true_relation]
+    return str(rng.choice([r for r in RELATIONS if r not in (true_relation, INVERSE_RELATION[true_relation])]))
+
+
 def _yes_no_question(scene: Scene, rng: np.random.Generator) -> Question:
     subject, reference = scene.objects if rng.random() < 0.5 else scene.objects[::-1]
     true_relation = next(r for r in RELATIONS if scene.holds(subject, r, reference))
-    # Half true, half one of the three false relations: "no" is not the safe guess.
-    relation = true_relation if rng.random() < 0.5 else str(
-        rng.choice([r for r in RELATIONS if r != true_relation]))
+    # Half true, half false; the false half is the opposite relation as often as the two
+    # across, so that telling "no" needs which object is where, not only along which axis.
+    relation = true_relation if rng.random() < 0.5 else _false_relation(true_relation, rng)
     if subject.size != reference.size and rng.random() < 0.5:
         text = f"is the {subject.size} shape {relation} the {reference.size} one"
     else:
@@ -106,14 +112,27 @@ def questions_for(scene: Scene, rng: np.random.Generator, kinds=QUESTION_TYPES) 
     return [q for q in questions if q is not None]
 
 
-def vqa_examples(split: CaptionSplit, questions_per_image: int, seed: int) -> Examples:
-    """Up to ``questions_per_image`` questions per image, of different types, with answers."""
+def _shuffled(questions: list[Question], rng: np.random.Generator) -> list[Question]:
+    return [questions[pick] for pick in rng.permutation(len(questions))]
+
+
+def vqa_examples(split: CaptionSplit, questions_per_image: int | None, seed: int) -> Examples:
+    """Questions about each image, with answers.
+
+    ``questions_per_image=None`` (how the tasks are scored): one question of each type the
+    scene answers. A number (for training): that many per image, one of each type the
+    scene answers and then more yes/no questions (drawn again): the type that needs to
+    know which named object is where, the slowest to learn.
+    """
     rng = np.random.default_rng(seed)
     image_index, texts, labels, kinds = [], [], [], []
     for index, scene in enumerate(scenes_of(split)):
         questions = questions_for(scene, rng)
-        for pick in rng.permutation(len(questions))[:questions_per_image]:
-            question = questions[pick]
+        if questions_per_image is not None:
+            questions = _shuffled(questions, rng)
+            while len(questions) < questions_per_image:
+                questions += questions_for(scene, rng, kinds=("yes_no",))
+        for question in questions[:questions_per_image]:
             image_index.append(index)
             texts.append(question.text)
             labels.append(ANSWERS.index(question.answer))
