@@ -181,14 +181,20 @@ def test_fusion_writes_one_row_per_fusion(tmp_path, small_shapes):
         assert (tmp_path / row["fusion"] / "seed1" / "model.keras").exists()
 
 
-def test_tasks_on_data_that_are_not_shapes_captions_exit_2(tmp_path):
+def _one_photo_folder(tmp_path):
+    """A folder in the Flickr8k layout whose one image has a caption of no Shapes template."""
+    from PIL import Image
     data = tmp_path / "photos"
     (data / "Images").mkdir(parents=True)
-    from PIL import Image
     Image.new("RGB", (16, 16), "white").save(data / "Images" / "dog.png")
     (data / "captions.txt").write_text("dog.png#0\ta dog on a beach\n")
     for split in ("train", "val", "test"):
         (data / f"{split}.txt").write_text("dog.png\n")
+    return data
+
+
+def test_tasks_on_data_that_are_not_shapes_captions_exit_2(tmp_path):
+    data = _one_photo_folder(tmp_path)
     for command in ("vqa", "match"):
         completed = run_cli(command, "--data", data, "--out", tmp_path / command)
         assert completed.returncode == 2
@@ -203,13 +209,7 @@ def test_evaluate_of_a_task_model_on_photos_exits_2(tmp_path):
     from mmkeras.tasks.vqa import ANSWERS
     build_fused_classifier(["", "[UNK]", "what"], 17, len(ANSWERS), "concat", units=8).save(
         tmp_path / "vqa.keras")
-    data = tmp_path / "photos"
-    (data / "Images").mkdir(parents=True)
-    from PIL import Image
-    Image.new("RGB", (16, 16), "white").save(data / "Images" / "dog.png")
-    (data / "captions.txt").write_text("dog.png#0\ta dog on a beach\n")
-    for split in ("train", "val", "test"):
-        (data / f"{split}.txt").write_text("dog.png\n")
+    data = _one_photo_folder(tmp_path)
     completed = run_cli("evaluate", "--model", tmp_path / "vqa.keras", "--data", data)
     assert completed.returncode == 2, completed.stderr[-3000:]
     assert "Shapes Captions" in completed.stderr and "Traceback" not in completed.stderr
