@@ -190,7 +190,6 @@ class SeveralTextsPerImage(keras.Model):
 
     def __init__(self, classifier: keras.Model, **kwargs):
         super().__init__(**kwargs)
-        self.classifier = classifier
         self.image_encoder = classifier.get_layer("image_encoder")
         self.fusion_head = classifier.get_layer("fusion_head")
         self.scene_reader = keras.Sequential([

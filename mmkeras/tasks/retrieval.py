@@ -130,7 +130,6 @@ class WithFalseCaptions(keras.Model):
 
     def __init__(self, dual_encoder: keras.Model, **kwargs):
         super().__init__(**kwargs)
-        self.dual_encoder = dual_encoder
         self.image_tower = dual_encoder.get_layer("image_tower")
         self.text_tower = dual_encoder.get_layer("text_tower")
         self.contrastive_logits = dual_encoder.get_layer("contrastive_logits")
@@ -173,9 +172,8 @@ def recall_at_k(similarity: np.ndarray, caption_image: np.ndarray, ks=RECALL_AT)
 def describes_matrix(captions: list[str], scenes: list[Scene]) -> np.ndarray:
     """``truth[caption, image]``: whether each caption is true of each scene
     (:func:`mmkeras.data.shapes.describes`, for every pair at once)."""
-    columns = {name: np.array([getattr(getattr(s, obj), attribute) for s in scenes])
-               for obj in ("first", "second") for attribute in ("size", "colour", "shape")
-               for name in [f"{obj}_{attribute}"]}
+    columns = {f"{obj}_{attribute}": np.array([getattr(getattr(s, obj), attribute) for s in scenes])
+               for obj in ("first", "second") for attribute in ("size", "colour", "shape")}
     relation = np.array([s.relation for s in scenes])
 
     def matches(mention: SceneObject, obj: str) -> np.ndarray:
