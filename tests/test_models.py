@@ -8,6 +8,7 @@ import pytest
 
 from mmkeras import config, runs
 from mmkeras.caption.model import build_caption_model, caption_vocabulary, decoder_kind, max_caption_length_of
+from mmkeras.errors import UserError
 from mmkeras.nn import image_encoders
 
 VOCABULARY = ["", "[UNK]", "[start]", "[end]", "a", "red", "circle"]
@@ -38,7 +39,7 @@ def test_backbone_by_name_with_its_own_preprocessing():
     assert features.shape == (1, 2, 2, 16)
     backbone = [layer for layer in encoder.layers if isinstance(layer, keras.Model)][0]
     assert not backbone.trainable, "a backbone is frozen unless fine-tuned"
-    with pytest.raises(ValueError, match="unknown backbone 'NoSuchNet'"):
+    with pytest.raises(UserError, match="--backbone NoSuchNet: unknown"):
         image_encoders.build_image_encoder(64, backbone="NoSuchNet")
 
 

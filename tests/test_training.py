@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -13,9 +14,12 @@ from test_cli import run_cli
 
 from mmkeras.caption import train as caption_train
 from mmkeras.caption.resume import (
+    BestModelCheckpoint,
     ResumedEarlyStopping,
     backup_epochs,
+    history_rows,
     keep_history_of_backup,
+    resume_callbacks,
     set_stage,
     stage_to_resume,
 )
@@ -71,6 +75,87 @@ def test_a_run_with_other_settings_does_not_resume_an_unfinished_one(tmp_path):
     with pytest.raises(UserError, match=r"unfinished run with other settings \(decoder\)"):
         train(other, verbose=0, progress=False)
     assert (tmp_path / "backup").is_dir(), "the refused run leaves the unfinished one intact"
+
+
+def _finished_run(out):
+    """What a finished run leaves (its files stand in: only their survival is checked)."""
+    config = TrainConfig(smoke=True, decoder="init", out=str(out))
+    for name in ("model.keras", "history.csv", "metrics.json"):
+        (out / name).write_text(f"the finished run's {name}")
+    set_stage(out, config, "finished")
+    return config
+
+
+def _finished_files(out):
+    return {name: (out / name).read_text() for name in ("model.keras", "history.csv", "metrics.json")}
+
+
+def test_a_typo_in_the_data_never_deletes_a_finished_run(tmp_path):
+    config = _finished_run(tmp_path)
+    before = _finished_files(tmp_path)
+    with pytest.raises(UserError, match="finished run with other settings"):
+        train(dataclasses.replace(config, data=str(tmp_path / "typo")), verbose=0, progress=False)
+    assert _finished_files(tmp_path) == before
+
+
+def test_a_typo_fails_before_anything_in_out_is_touched(tmp_path):
+    # Not over a finished run: the data and the backbone are checked before the history goes.
+    config = TrainConfig(smoke=True, decoder="init", out=str(tmp_path))
+    (tmp_path / "history.csv").write_text("epoch,loss,val_loss\n0,0.9,0.8\n")
+    for typo in ({"data": str(tmp_path / "typo")}, {"backbone": "Foo"}):
+        with pytest.raises(UserError):
+            train(dataclasses.replace(config, **typo), verbose=0, progress=False)
+        assert (tmp_path / "history.csv").read_text() == "epoch,loss,val_loss\n0,0.9,0.8\n"
+
+
+def test_a_finished_run_is_replaced_only_by_one_with_its_settings(tmp_path):
+    config = _finished_run(tmp_path)
+    other = TrainConfig(smoke=True, decoder="attention", out=str(tmp_path))
+    with pytest.raises(UserError, match=r"finished run with other settings \(decoder\)"):
+        stage_to_resume(tmp_path, other)
+    assert stage_to_resume(tmp_path, config) is None, "the same settings: train afresh, as asked"
+
+
+def test_the_best_model_is_saved_atomically(tmp_path, caption_model, monkeypatch):
+    checkpoint = BestModelCheckpoint(tmp_path / "best.keras", best_so_far=0.5)
+    checkpoint.set_model(caption_model)
+    checkpoint.on_epoch_end(0, {"val_loss": 0.6})
+    assert not (tmp_path / "best.keras").exists(), "not better than before the interruption"
+    checkpoint.on_epoch_end(1, {"val_loss": 0.4})
+    best = (tmp_path / "best.keras").read_bytes()
+
+    def half_a_save(self, filepath, *args, **kwargs):  # killed in the middle of the write
+        with open(filepath, "wb") as handle:
+            handle.write(best[: len(best) // 2])
+        raise Interrupt()
+
+    monkeypatch.setattr(keras.Model, "save", half_a_save)
+    with pytest.raises(Interrupt):
+        checkpoint.on_epoch_end(2, {"val_loss": 0.3})
+    assert (tmp_path / "best.keras").read_bytes() == best
+    callbacks = resume_callbacks(tmp_path, patience=2)
+    assert not any(isinstance(c, keras.callbacks.ModelCheckpoint) for c in callbacks), \
+        "Keras' ModelCheckpoint writes best.keras in place"
+
+
+def test_a_history_row_cut_short_is_left_out(tmp_path):
+    (tmp_path / "history.csv").write_text("epoch,loss,val_loss\n0,0.9,0.8\n1,0.7\n")
+    assert [row["epoch"] for row in history_rows(tmp_path / "history.csv")] == ["0"]
+
+
+def test_cutting_the_history_is_atomic(tmp_path, monkeypatch):
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "backup" / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
+    history = "epoch,loss,val_loss\n0,0.9,0.8\n1,0.7,0.6\n"
+    (tmp_path / "history.csv").write_text(history)
+
+    def killed_before_the_rename(*args):
+        raise Interrupt()
+
+    monkeypatch.setattr(os, "replace", killed_before_the_rename)
+    with pytest.raises(Interrupt):
+        keep_history_of_backup(tmp_path)
+    assert (tmp_path / "history.csv").read_text() == history
 
 
 def test_a_run_killed_after_training_only_scores_the_saved_model(tmp_path, capsys, monkeypatch):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import shutil
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from mmkeras.atomic import write_json
+from mmkeras.atomic import save_model, write_json, write_text
 from mmkeras.config import TrainConfig
 from mmkeras.errors import UserError
 from mmkeras.runs import HISTORY, forget_history
@@ -43,7 +44,9 @@ def stage_to_resume(out: Path, config: TrainConfig) -> str | None:
     """``"training"`` or ``"trained"`` for an unfinished run of ``config`` in ``out``, else None.
 
     A run killed before it saved anything has nothing to resume: it starts afresh, whatever
-    its settings. One that has is resumed only with the same settings.
+    its settings. One that has is resumed only with the same settings. A finished run is
+    never replaced by one with other settings (a typo in ``--data`` must not delete it); with
+    the same settings, training again is what was asked for.
     """
     try:
         state = json.loads((out / RUN_STATE).read_text())
@@ -53,13 +56,18 @@ def stage_to_resume(out: Path, config: TrainConfig) -> str | None:
         stage = "trained"
     elif state.get("stage") == "training" and backup_epochs(out) is not None:
         stage = "training"
+    elif state.get("stage") == "finished" and (out / "model.keras").is_file():
+        stage = "finished"
     else:
         return None
     if state.get("settings") != settings(config):
         changed = sorted(k for k, v in settings(config).items() if state.get("settings", {}).get(k) != v)
+        if stage == "finished":
+            raise UserError(f"{out} holds a finished run with other settings ({', '.join(changed)}); "
+                            "choose another --out, or delete that folder to train there afresh")
         raise UserError(f"{out} holds an unfinished run with other settings ({', '.join(changed)}); "
                         "run again with the same settings to resume it, or choose another --out")
-    return stage
+    return None if stage == "finished" else stage
 
 
 def backup_epochs(out: Path) -> int | None:
@@ -88,11 +96,15 @@ def start_afresh(out: Path, config: TrainConfig) -> None:
 
 
 def history_rows(history_csv: Path) -> list[dict]:
+    """The whole rows of ``history.csv``: a row cut short by a kill is left out."""
     try:
         with open(history_csv, newline="") as handle:
-            return list(csv.DictReader(handle))
+            rows = list(csv.DictReader(handle))
     except FileNotFoundError:
         return []
+    # csv gives a short row None for its missing fields, a long one a None key.
+    return [row for row in rows if None not in row and None not in row.values()
+            and all(value != "" for value in row.values())]
 
 
 def keep_history_of_backup(out: Path) -> list[float]:
@@ -104,20 +116,41 @@ def keep_history_of_backup(out: Path) -> list[float]:
     history_csv = out / HISTORY
     rows = history_rows(history_csv)[: backup_epochs(out) or 0]
     if rows:
-        with open(history_csv, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text(history_csv, text.getvalue())  # a kill here keeps the old history whole
     else:
         history_csv.unlink(missing_ok=True)
     return [float(row["val_loss"]) for row in rows]
+
+
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Saves the model whenever ``val_loss`` is the lowest so far, atomically.
+
+    Keras' ``ModelCheckpoint`` writes ``best.keras`` in place: a kill during that write
+    destroys the previous best, and the resumed run forgets it. ``best_so_far`` is the
+    lowest validation loss of the epochs before an interruption.
+    """
+
+    def __init__(self, path: Path, best_so_far: float | None = None):
+        super().__init__()
+        self.path = Path(path)
+        self.best = np.inf if best_so_far is None else best_so_far
+
+    def on_epoch_end(self, epoch, logs=None):
+        val_loss = (logs or {}).get("val_loss")
+        if val_loss is not None and val_loss < self.best:
+            self.best = val_loss
+            save_model(self.model, self.path)
 
 
 class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
     """EarlyStopping that remembers the best epoch from before an interruption.
 
     ``val_losses`` are the epochs already run; ``best_model`` holds the weights of the
-    best of them (``ModelCheckpoint``'s ``best.keras``).
+    best of them (:class:`BestModelCheckpoint`'s ``best.keras``).
     """
 
     def __init__(self, val_losses: list[float], best_model: Path, **kwargs):
@@ -150,8 +183,7 @@ def resume_callbacks(out: Path, patience: int, val_losses: list[float] = ()) -> 
     """
     best_so_far = min(val_losses) if val_losses else None
     return [
-        keras.callbacks.ModelCheckpoint(str(out / "best.keras"), monitor="val_loss",
-                                        save_best_only=True, initial_value_threshold=best_so_far),
+        BestModelCheckpoint(out / "best.keras", best_so_far),
         # Resumes an interrupted run from its last finished epoch. double_checkpoint keeps the
         # previous backup too, so a kill in the middle of writing one falls back to the other;
         # train() deletes the backup itself, only once model.keras is safely written.

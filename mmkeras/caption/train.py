@@ -34,7 +34,12 @@ from mmkeras.data.feature_cache import cached_features, weights_fingerprint
 from mmkeras.data.images import evaluation_images
 from mmkeras.data.pairs import caption_dataset
 from mmkeras.data.text import build_vectorizer, caption_lengths, vectorizer_vocabulary
-from mmkeras.nn.image_encoders import build_backbone, build_feature_encoder, build_image_encoder
+from mmkeras.nn.image_encoders import (
+    backbone_constructor,
+    build_backbone,
+    build_feature_encoder,
+    build_image_encoder,
+)
 
 
 def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = True,
@@ -50,6 +55,11 @@ def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = Tru
     started = time.perf_counter()
     out = runs.start(config.out, config.seed)
     resume = stage_to_resume(out, config)
+    # Everything that can fail on a typo, before anything in --out is touched.
+    if config.backbone:
+        backbone_constructor(config.backbone)
+    data_dir, splits = load_dataset(config.data, smoke=config.smoke, seed=config.seed,
+                                    progress=progress)
     val_losses = []
     if resume == "training":
         print(f"resuming the interrupted run in {out} from its last backup")
@@ -58,8 +68,6 @@ def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = Tru
         print(f"resuming the interrupted run in {out}: training had finished; scoring model.keras")
     else:  # a fresh run: a new history, and no stale backup to restore from
         start_afresh(out, config)
-    data_dir, splits = load_dataset(config.data, smoke=config.smoke, seed=config.seed,
-                                    progress=progress)
     train_split, val_split, test_split = splits["train"], splits["val"], splits["test"]
 
     train_captions = [c for refs in train_split.captions for c in refs]

@@ -22,7 +22,7 @@ class BackbonePreprocessing(layers.Layer):
     def __init__(self, backbone, **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
-        module = sys.modules[_backbone_constructor(backbone).__module__]
+        module = sys.modules[backbone_constructor(backbone).__module__]
         self._preprocess_input = module.preprocess_input
 
     def call(self, images):
@@ -32,12 +32,13 @@ class BackbonePreprocessing(layers.Layer):
         return {**super().get_config(), "backbone": self.backbone}
 
 
-def _backbone_constructor(name: str):
+def backbone_constructor(name: str):
+    """The ``keras.applications`` function that builds ``name``; a UserError if none does."""
     constructor = getattr(keras.applications, name, None)
     if not callable(constructor):
         known = [n for n in dir(keras.applications) if n[0].isupper()]
-        raise ValueError(f"unknown backbone {name!r}; expected a keras.applications model "
-                         f"such as {', '.join(known[:6])}, ...")
+        raise UserError(f"--backbone {name}: unknown; expected a keras.applications model "
+                        f"such as {', '.join(known[:6])}, ...")
     return constructor
 
 
@@ -52,7 +53,7 @@ def build_backbone(backbone: str, image_size: int = 224, weights: str | None = "
     """
     images = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     x = BackbonePreprocessing(backbone, name="backbone_preprocessing")(images)
-    constructor = _backbone_constructor(backbone)
+    constructor = backbone_constructor(backbone)
     try:
         base = constructor(include_top=False, weights=weights, input_shape=(image_size, image_size, 3))
     except Exception as error:  # keras.utils.get_file raises several types when offline
