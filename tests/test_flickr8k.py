@@ -103,6 +103,8 @@ class _FlakyRangeServer(http.server.BaseHTTPRequestHandler):
         self.requests.append(start)
         self.send_response(206 if start else 200)
         self.send_header("Content-Length", str(len(self.body) - start))
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(self.body) - 1}/{len(self.body)}")
         self.end_headers()
         if len(self.requests) == 1:  # the connection drops mid-transfer
             self.wfile.write(self.body[: len(self.body) // 3])
@@ -134,6 +136,70 @@ def test_a_broken_http_transfer_resumes_with_a_range_request(mirror, tmp_path, c
     assert _FlakyRangeServer.requests == [0, kept], "the second request asks only for the rest"
     assert "resuming Flickr8k_Dataset.zip at" in capsys.readouterr().out
     assert _md5(path) == archives[0].md5
+
+
+class _ScriptedServer(http.server.BaseHTTPRequestHandler):
+    """Answers every request with the status, headers and body a test sets."""
+
+    status, headers_to_send, body = 200, {}, b""
+
+    def do_GET(self):
+        self.send_response(self.status)
+        for name, value in self.headers_to_send.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def scripted_server():
+    server = http.server.HTTPServer(("127.0.0.1", 0), _ScriptedServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def _answer(status, headers, body):
+    _ScriptedServer.status, _ScriptedServer.headers_to_send, _ScriptedServer.body = status, headers, body
+
+
+def test_a_short_page_in_place_of_the_file_keeps_the_part(mirror, scripted_server, tmp_path):
+    folder, archives = mirror
+    whole = (folder / "Flickr8k_Dataset.zip").read_bytes()
+    part = whole[: len(whole) // 2]
+    (tmp_path / "Flickr8k_Dataset.zip.part").write_bytes(part)
+    portal = b"<html>Sign in to the cafe's network</html>"
+    _answer(200, {"Content-Length": str(len(portal))}, portal)
+    archive = Archive(f"{scripted_server}/Flickr8k_Dataset.zip", archives[0].md5)
+    with pytest.raises(UserError, match="shorter than the .* bytes already downloaded.*kept "
+                                        "Flickr8k_Dataset.zip.part"):
+        fetch(archive, tmp_path, progress=False, timeout=5)
+    assert (tmp_path / "Flickr8k_Dataset.zip.part").read_bytes() == part
+
+
+def test_a_range_answered_from_another_byte_is_refused(mirror, scripted_server, tmp_path):
+    folder, archives = mirror
+    whole = (folder / "Flickr8k_Dataset.zip").read_bytes()
+    part = whole[: len(whole) // 2]
+    (tmp_path / "Flickr8k_Dataset.zip.part").write_bytes(part)
+    _answer(206, {"Content-Length": str(len(whole)), "Content-Range": f"bytes 0-{len(whole) - 1}/{len(whole)}"},
+            whole)
+    archive = Archive(f"{scripted_server}/Flickr8k_Dataset.zip", archives[0].md5)
+    with pytest.raises(UserError, match=f"asked for the bytes from {len(part)}.*Content-Range: bytes 0-"):
+        fetch(archive, tmp_path, progress=False, timeout=5)
+    assert (tmp_path / "Flickr8k_Dataset.zip.part").read_bytes() == part
+
+
+def test_a_malformed_content_length_is_read_as_unknown(mirror, scripted_server, tmp_path):
+    folder, archives = mirror
+    whole = (folder / "Flickr8k_Dataset.zip").read_bytes()
+    _answer(200, {"Content-Length": "a lot"}, whole)
+    path = fetch(Archive(f"{scripted_server}/Flickr8k_Dataset.zip", archives[0].md5), tmp_path,
+                 progress=False, timeout=5)
+    assert path.read_bytes() == whole
 
 
 def test_an_unreachable_mirror_is_a_clear_error(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import re
 import urllib.error
 import urllib.request
 import zipfile
@@ -68,16 +69,23 @@ def fetch(archive: Archive, folder: Path, progress: bool = True, timeout: float 
                         f"connection and run the command again: it resumes from {partial.name}") from None
     with response:
         status = getattr(response, "status", None) or 200
-        total = response.headers.get("Content-Length")
-        total = int(total) + (have if status == 206 else 0) if total else None
+        total = _content_length(response.headers)
         if have and status == 206:
+            # A server may answer a range from another byte; appending that would corrupt
+            # the part, which only the checksum would catch, after the whole download.
+            if _range_start(response.headers) != have:
+                raise UserError(f"{archive.url}: asked for the bytes from {have}, the server sent "
+                                f"'Content-Range: {response.headers.get('Content-Range')}'; kept "
+                                f"{partial.name}: run the command again, or delete it to start over")
+            total = total + have if total is not None else None
             print(f"resuming {archive.name} at {have / 2**20:.1f} MB")
         elif have:  # the range was ignored: the body starts at byte 0
             print(f"resuming {archive.name} at {have / 2**20:.1f} MB (reading past what is here)")
             if not _skip(response, have):
-                partial.unlink()  # longer than the file itself: not a part of it
-                raise UserError(f"{archive.url}: shorter than the part already downloaded; "
-                                f"deleted {partial.name}, run the command again")
+                # Shorter than what is here: not the file (a public network's login page?).
+                raise UserError(f"{archive.url}: the reply is shorter than the {have} bytes already "
+                                f"downloaded, so it is not the file; kept {partial.name}: run the "
+                                "command again once the connection is right, or delete it to start over")
         with open(partial, "ab") as out, tqdm(total=total, initial=have, unit="B", unit_scale=True,
                                               desc=archive.name, disable=None if progress else True) as bar:
             try:
@@ -104,6 +112,18 @@ def _checked(partial: Path, path: Path, archive: Archive) -> Path:
                         "the damaged download was deleted, run the command again")
     os.replace(partial, path)
     return path
+
+
+def _content_length(headers) -> int | None:
+    """The reply's length in bytes, or None where it is missing or not a number."""
+    value = (headers.get("Content-Length") or "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def _range_start(headers) -> int | None:
+    """The first byte of a 206 reply (``Content-Range: bytes FIRST-LAST/TOTAL``), or None."""
+    match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", (headers.get("Content-Range") or "").strip())
+    return int(match.group(1)) if match else None
 
 
 def _skip(response, count: int) -> bool:
