@@ -186,3 +186,33 @@ def test_caption_command_names_the_unusable_image(messy, tmp_path):
         assert completed.returncode == 2
         assert f"{name}: does not decode" in completed.stderr
         assert "expected an image file (BMP, GIF, JPEG, PNG)" in completed.stderr
+
+
+def _copy_of(small_shapes, tmp_path, name="copy"):
+    root = tmp_path / name
+    shutil.copytree(small_shapes, root)
+    return root
+
+
+def test_a_split_name_with_a_nul_byte_is_skipped_with_a_count(small_shapes, tmp_path):
+    root = _copy_of(small_shapes, tmp_path)
+    with open(root / "test.txt", "a") as handle:
+        handle.write("test_00000.png\0.png\n")
+    with pytest.warns(SkippedDataWarning, match="1 names with a NUL byte"):
+        splits = load_captions(root, check_images=False)
+    assert len(splits["test"]) == 8
+
+
+def test_a_caption_file_that_cannot_be_read_is_one_line_naming_it(small_shapes, tmp_path):
+    root = _copy_of(small_shapes, tmp_path)
+    (root / "captions.txt").unlink()
+    (root / "captions.txt").mkdir()
+    with pytest.raises(UserError, match="captions.txt: cannot be read .* expected a UTF-8 text file"):
+        load_captions(root)
+
+
+def test_a_karpathy_file_nested_too_deep_is_one_line_naming_it(small_shapes, tmp_path):
+    root = _copy_of(small_shapes, tmp_path)
+    (root / "dataset_flickr8k.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(UserError, match="dataset_flickr8k.json: not Karpathy's split file"):
+        load_captions(root)

@@ -72,6 +72,8 @@ def _read_text(path: Path) -> str:
         return path.read_bytes().decode("utf-8-sig")  # -sig: a byte-order mark is not text
     except UnicodeDecodeError as error:
         raise UserError(f"{path}: not UTF-8 text ({error}); re-save it as UTF-8") from None
+    except OSError as error:  # a folder, no permission, a broken disk
+        raise UserError(f"{path}: cannot be read ({error.strerror or error}); expected a UTF-8 text file") from None
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -146,6 +148,9 @@ def load_captions(data_dir: str | Path, splits=SPLITS,
         split_file, names = names_by_split[split]
         candidates = []
         for name in dict.fromkeys(names):  # a name listed twice is one image
+            if "\0" in name:  # no file system allows it; resolve() would raise
+                skips.add("names with a NUL byte (refused)", repr(name))
+                continue
             path = (image_dir / name).resolve()
             if not path.is_relative_to(image_root):
                 skips.add(f"names outside {image_dir.name}/ (refused)", name)
@@ -177,6 +182,7 @@ def load_captions(data_dir: str | Path, splits=SPLITS,
 def _read_caption_lines(caption_file: Path, skips: _Skips) -> dict[str, list[str]]:
     """``{image name: captions}`` from ``{image}#{k}<TAB>{caption}`` lines."""
     captions_by_image: dict[str, list[str]] = {}
+    seen: set[tuple[str, str]] = set()  # a set, not a scan of the list: a million lines stay fast
     for line_number, line in enumerate(_read_lines(caption_file), start=1):
         if not line.strip():
             continue
@@ -186,10 +192,11 @@ def _read_caption_lines(caption_file: Path, skips: _Skips) -> dict[str, list[str
             skips.add("lines without a tab", f"{caption_file.name}:{line_number}")
         elif not caption.strip():
             skips.add("empty captions", f"{caption_file.name}:{line_number}")
-        elif caption.strip() in captions_by_image.get(image_name, ()):
+        elif (image_name, caption.strip()) in seen:
             # A repeated line would count twice in training and in the BLEU references.
             skips.add("duplicate captions", f"{caption_file.name}:{line_number}")
         else:
+            seen.add((image_name, caption.strip()))
             captions_by_image.setdefault(image_name, []).append(caption.strip())
     return captions_by_image
 
@@ -202,6 +209,7 @@ def _read_karpathy_split(path: Path, skips: _Skips):
     try:
         images = json.loads(_read_text(path))["images"]
         captions_by_image: dict[str, list[str]] = {}
+        seen: set[tuple[str, str]] = set()
         names: dict[str, list[str]] = {"train": [], "val": [], "test": []}
         for image in images:
             split = "train" if image["split"] == "restval" else image["split"]
@@ -211,11 +219,12 @@ def _read_karpathy_split(path: Path, skips: _Skips):
                 caption = sentence["raw"].strip()
                 if not caption:
                     skips.add("empty captions", f"{path.name}: {name}")
-                elif caption in captions_by_image.get(name, ()):
+                elif (name, caption) in seen:
                     skips.add("duplicate captions", f"{path.name}: {name}")
                 else:
+                    seen.add((name, caption))
                     captions_by_image.setdefault(name, []).append(caption)
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise UserError(f"{path}: not Karpathy's split file ({type(error).__name__}: {error}); "
                         'expected {"images": [{"filename", "split", "sentences": [{"raw"}]}]}') from None
     return captions_by_image, {split: (path, names_in) for split, names_in in names.items()}
