@@ -34,6 +34,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {text}")
+    return value
+
+
 def _show_warnings_plainly():
     """Data warnings are for the user: print them as one line, without a source location."""
     def show(message, category, filename, lineno, file=None, line=None):
@@ -87,6 +94,8 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from mmkeras.runs import load_model
+    if args.out and Path(args.out).is_dir():  # found now, not after the whole evaluation
+        raise UserError(f"--out {args.out}: is a folder; expected the name of a JSON file to write")
     model = load_model(args.model)
     if model.name == "dual_encoder":
         metrics = _evaluate_retrieval(model, args)
@@ -276,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="none: random weights (offline checks; no download)")
     train.add_argument("--fine-tune", action="store_true",
                        help="train the backbone's top layers too (default: frozen)")
-    train.add_argument("--fine-tune-layers", type=int, default=TrainConfig.fine_tune_layers,
+    train.add_argument("--fine-tune-layers", type=_non_negative, default=TrainConfig.fine_tune_layers,
                        metavar="N", help="with --fine-tune: how many top layers train (0: all)")
     train.add_argument("--no-feature-cache", action="store_true",
                        help="run a frozen backbone every epoch instead of caching its features")

@@ -219,3 +219,18 @@ def test_unknown_fusion_exits_2(tmp_path):
     completed = run_cli("fusion", "--fusions", "concat,sum", "--out", tmp_path)
     assert completed.returncode == 2
     assert "unknown sum" in completed.stderr
+
+
+def test_evaluate_out_naming_a_folder_is_refused_before_the_evaluation(tmp_path):
+    completed = run_cli("evaluate", "--model", tmp_path / "never_read.keras", "--data", "shapes",
+                        "--out", tmp_path)
+    assert completed.returncode == 2
+    assert f"--out {tmp_path}: is a folder; expected the name of a JSON file" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_a_negative_number_of_fine_tuned_layers_is_refused(tmp_path):
+    completed = run_cli("train", "--fine-tune-layers", "-1", "--out", tmp_path / "run")
+    assert completed.returncode == 2
+    assert "expected a whole number of 0 or more, got -1" in completed.stderr
+    assert not (tmp_path / "run").exists()
