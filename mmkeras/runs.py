@@ -9,6 +9,7 @@ cosine decay), :func:`fit` (``fit`` with validation data, ``history.csv`` and Te
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import platform
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from filelock import FileLock, Timeout
 
 from mmkeras import atomic
 from mmkeras.config import SMOKE_EPOCHS
@@ -27,6 +29,7 @@ from mmkeras.errors import UserError
 from mmkeras.nn import image_encoders, layers, losses  # noqa: F401
 
 HISTORY = "history.csv"
+LOCK = ".lock"
 # The end of the cosine decay, as a share of the starting learning rate. The captioner's and
 # the tasks' defaults were each measured with their own (README); named here, once, so that
 # they cannot drift apart unnoticed again.
@@ -39,6 +42,26 @@ def start(out, seed: int) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+@contextlib.contextmanager
+def exclusive(out: Path):
+    """Hold ``out/.lock`` for a run: a second run into the same folder is refused, where it
+    would resume from the same backup and write over the same records.
+
+    The operating system drops the lock when the process ends, killed or not, so a killed
+    run never leaves its folder locked.
+    """
+    lock = FileLock(Path(out) / LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UserError(f"{out}: another run is writing into this folder (it holds {LOCK}); "
+                        "wait for it to end, or choose another --out") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def epochs_for(config) -> int:

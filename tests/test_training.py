@@ -116,6 +116,19 @@ def test_a_finished_run_is_replaced_only_by_one_with_its_settings(tmp_path):
     assert stage_to_resume(tmp_path, config) is None, "the same settings: train afresh, as asked"
 
 
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
+    from filelock import FileLock
+    config = TrainConfig(smoke=True, decoder="init", out=str(tmp_path))
+    running = FileLock(tmp_path / ".lock")  # held as a run in another process holds it
+    running.acquire()
+    try:
+        with pytest.raises(UserError, match="another run is writing into this folder"):
+            train(config, verbose=0, progress=False)
+    finally:
+        running.release()
+    assert not (tmp_path / "run_state.json").exists(), "the refused run wrote nothing"
+
+
 def test_the_best_model_is_saved_atomically(tmp_path, caption_model, monkeypatch):
     checkpoint = BestModelCheckpoint(tmp_path / "best.keras", best_so_far=0.5)
     checkpoint.set_model(caption_model)

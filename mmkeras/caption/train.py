@@ -54,6 +54,12 @@ def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = Tru
     """
     started = time.perf_counter()
     out = runs.start(config.out, config.seed)
+    with runs.exclusive(out):
+        return _train(config, out, started, verbose, progress, callbacks, strategy)
+
+
+def _train(config: TrainConfig, out: Path, started: float, verbose, progress: bool, callbacks,
+           strategy) -> dict:
     resume = stage_to_resume(out, config)
     # Everything that can fail on a typo, before anything in --out is touched.
     if config.backbone:

@@ -21,6 +21,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from filelock import FileLock
+
 from mmkeras.atomic import partial_path, replace_folder, write_json
 from mmkeras.data.folder import CaptionSplit
 from mmkeras.data.images import split_images
@@ -56,15 +58,25 @@ def cached_features(backbone: keras.Model, split: CaptionSplit, cache_dir, batch
     is stale (other images, other image files, other weights).
     """
     folder = Path(cache_dir) / split.name
-    manifest = _manifest(backbone, split)
-    try:
-        if json.loads((folder / MANIFEST).read_text()) == manifest:
-            return _load(folder)
-        print(f"feature cache {folder} is stale (other images or weights): computing it again")
-    except FileNotFoundError:
-        pass
-    except ValueError:
-        print(f"feature cache {folder} is damaged: computing it again")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Two runs on the same data share this cache: the first computes it, the other waits
+    # for it and reads it (both writing one .partial folder would mix their files).
+    with FileLock(folder.parent / f".{split.name}.lock"):
+        manifest = _manifest(backbone, split)
+        try:
+            if json.loads((folder / MANIFEST).read_text()) == manifest:
+                return _load(folder)
+            print(f"feature cache {folder} is stale (other images or weights): computing it again")
+        except FileNotFoundError:
+            pass
+        except ValueError:
+            print(f"feature cache {folder} is damaged: computing it again")
+        _compute(backbone, split, folder, manifest, batch_size, progress)
+    return _load(folder)
+
+
+def _compute(backbone, split: CaptionSplit, folder: Path, manifest: dict, batch_size: int,
+             progress: bool) -> None:
     partial = partial_path(folder)
     shutil.rmtree(partial, ignore_errors=True)
     images = split_images(split, backbone.input_shape[1], cache=False).batch(batch_size)
@@ -81,7 +93,6 @@ def cached_features(backbone: keras.Model, split: CaptionSplit, cache_dir, batch
     # manifest is always whole.
     write_json(partial / MANIFEST, manifest)
     replace_folder(partial, folder)
-    return _load(folder)
 
 
 def _load(folder: Path) -> tf.data.Dataset:
