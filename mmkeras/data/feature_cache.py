@@ -19,9 +19,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
-
 from filelock import FileLock
+from tqdm.auto import tqdm
 
 from mmkeras.atomic import partial_path, replace_folder, write_json
 from mmkeras.data.folder import CaptionSplit
