@@ -1,10 +1,15 @@
 import re
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
+from mmkeras.atomic import write_text
 from mmkeras.data import shapes
+from mmkeras.data.folder import load_captions
 from mmkeras.data.shapes import ShapesConfig
+from mmkeras.errors import UserError
 
 VOCABULARY = set("a is there small large red green blue yellow purple circle square triangle "
                  "to the left right of above below".split())
@@ -119,3 +124,48 @@ def test_ensure_reuses_a_complete_folder(tmp_path):
     assert marker.read_bytes() == b"kept"
     shapes.ensure(tmp_path, ShapesConfig(num_train=3, num_val=1, num_test=1), progress=False)
     assert marker.read_bytes() != b"kept", "another configuration must regenerate"
+
+
+def test_a_kill_while_drawing_again_never_leaves_old_captions_over_new_images(tmp_path, monkeypatch):
+    small = ShapesConfig(num_train=3, num_val=1, num_test=1)
+    folder = shapes.generate(tmp_path, small, progress=False)
+    old_images = (folder / "Images" / "train_00000.png").read_bytes()
+
+    def killed_writing(path, content):
+        if Path(path).name == "captions.txt":
+            raise KeyboardInterrupt
+        write_text(path, content)
+
+    monkeypatch.setattr(shapes, "write_text", killed_writing)
+    with pytest.raises(KeyboardInterrupt):
+        shapes.generate(tmp_path, ShapesConfig(seed=1, num_train=3, num_val=1, num_test=1), progress=False)
+    assert (folder / "Images" / "train_00000.png").read_bytes() != old_images, "the new images are in"
+    assert not (folder / "captions.txt").exists(), "the old captions are gone with the old images"
+    assert not shapes.is_complete(folder, small)
+    with pytest.raises(UserError, match="no caption file found"):
+        load_captions(folder)
+
+
+def test_a_kill_while_drawing_keeps_the_old_images_whole(tmp_path, monkeypatch):
+    small = ShapesConfig(num_train=3, num_val=1, num_test=1)
+    folder = shapes.generate(tmp_path, small, progress=False)
+    before = {p.name: p.read_bytes() for p in (folder / "Images").iterdir()}
+    calls, real_imwrite = [], cv2.imwrite
+
+    def killed_on_the_third_image(path, image):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_imwrite(path, image)
+
+    monkeypatch.setattr(shapes.cv2, "imwrite", killed_on_the_third_image)
+    with pytest.raises(KeyboardInterrupt):
+        shapes.generate(tmp_path, ShapesConfig(seed=1, num_train=3, num_val=1, num_test=1), progress=False)
+    assert {p.name: p.read_bytes() for p in (folder / "Images").iterdir()} == before
+    assert shapes.is_complete(folder, small), "the old folder is still whole and usable"
+
+
+def test_an_image_that_cannot_be_written_is_one_line_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(shapes.cv2, "imwrite", lambda path, image: False)
+    with pytest.raises(UserError, match="train_00000.png: could not be written"):
+        shapes.generate(tmp_path, ShapesConfig(num_train=1, num_val=1, num_test=1), progress=False)

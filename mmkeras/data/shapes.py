@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from mmkeras.atomic import write_json, write_text
+from mmkeras.atomic import partial_path, replace_folder, write_json, write_text
 from mmkeras.data.folder import SPLITS, CaptionSplit
 from mmkeras.errors import UserError
 
@@ -291,10 +292,12 @@ def generate(out_dir: str | Path, config: ShapesConfig = ShapesConfig(),
         if config.split_size(split) < 1:
             raise UserError(f"--num-{split} must be at least 1, got {config.split_size(split)}")
     out_dir = Path(out_dir)
-    images_dir = out_dir / "Images"
-    images_dir.mkdir(parents=True, exist_ok=True)
+    # Drawn beside the old images, which stay whole until the new ones are all there.
+    images_dir = partial_path(out_dir / "Images")
+    shutil.rmtree(images_dir, ignore_errors=True)
+    images_dir.mkdir(parents=True)
 
-    caption_lines = []
+    caption_lines, split_lists = [], {}
     total = sum(config.split_size(s) for s in SPLITS)
     # disable=None: tqdm draws the bar on a terminal only, so logs and CI stay clean.
     with tqdm(total=total, desc="drawing shapes", unit="img",
@@ -306,11 +309,21 @@ def generate(out_dir: str | Path, config: ShapesConfig = ShapesConfig(),
             for index in range(config.split_size(split)):
                 image, captions = draw_scene(rng, split, config.image_size, config.cogent)
                 name = f"{split}_{index:05d}.png"
-                cv2.imwrite(str(images_dir / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+                if not cv2.imwrite(str(images_dir / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+                    raise UserError(f"{images_dir / name}: could not be written (disk full, or "
+                                    "no permission?)")
                 names.append(name)
                 caption_lines += [f"{name}#{k}\t{c}" for k, c in enumerate(captions)]
                 bar.update()
-            write_text(out_dir / f"{split}.txt", "\n".join(names) + "\n")
+            split_lists[split] = "\n".join(names) + "\n"
+    # The swap. The marker and the captions go first: killed from here until the marker is
+    # written again, the folder has no captions (a clear error, and `ensure` draws it again),
+    # never old captions over new images.
+    (out_dir / "shapes.json").unlink(missing_ok=True)
+    (out_dir / "captions.txt").unlink(missing_ok=True)
+    replace_folder(images_dir, out_dir / "Images")
+    for split, names in split_lists.items():
+        write_text(out_dir / f"{split}.txt", names)
     write_text(out_dir / "captions.txt", "\n".join(caption_lines) + "\n")
     # Written last: its presence says the folder is complete.
     write_json(out_dir / "shapes.json", asdict(config))
