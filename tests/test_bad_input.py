@@ -216,3 +216,11 @@ def test_a_karpathy_file_nested_too_deep_is_one_line_naming_it(small_shapes, tmp
     (root / "dataset_flickr8k.json").write_text("[" * 200_000 + "]" * 200_000)
     with pytest.raises(UserError, match="dataset_flickr8k.json: not Karpathy's split file"):
         load_captions(root)
+
+
+def test_an_image_over_the_pixel_limit_is_skipped_before_it_is_decoded(small_shapes, monkeypatch):
+    from mmkeras.data import folder
+    monkeypatch.setattr(folder, "MAX_PIXELS", 64 * 64 - 1)  # the shapes are 64 x 64
+    path = next((small_shapes / "Images").glob("test_*.png"))
+    assert folder.image_problem(path) == "too large (64 x 64 pixels; at most 4,095)"
+    assert folder.MAX_PIXELS < Image.MAX_IMAGE_PIXELS

@@ -96,6 +96,14 @@ def test_tflite_model_gives_the_same_greedy_words(exported, model_file, image_fi
         assert " ".join(caption_words_only) == caption
 
 
+def test_serve_beam_caps_the_beam_width(model_file, image_files):
+    from mmkeras.caption.export import MAX_BEAM_WIDTH, serving_functions
+    serve_beam = serving_functions(keras.saving.load_model(model_file, safe_mode=True))["serve_beam"]
+    images = tf.constant([open(path, "rb").read() for path in image_files[:1]])
+    captions = serve_beam(images, tf.constant(10**6))["captions"].numpy()
+    assert [c.decode() for c in captions] == _expected_captions(model_file, image_files[:1], MAX_BEAM_WIDTH)
+
+
 def test_export_refuses_to_replace_a_folder_that_is_not_a_saved_model(model_file, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     completed = run_cli("export", "--model", model_file, "--out", tmp_path)

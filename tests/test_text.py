@@ -30,6 +30,20 @@ def test_long_captions_are_cut_to_the_maximum_length():
     assert len(ids) == 5 and ids[0] == text.vectorizer_vocabulary(vectorizer).index(text.START)
 
 
+def test_words_past_the_cut_and_past_the_cap_stay_out_of_the_vocabulary():
+    one_long_caption = " ".join(f"w{i}" for i in range(50_000))  # a million would be the attack
+    vocabulary = text.vectorizer_vocabulary(text.build_vectorizer([one_long_caption], max_caption_length=10))
+    assert len(vocabulary) == 2 + 1 + 11 + 1, "padding, unknown, start, the 11 words seen, end"
+    assert text.END in vocabulary
+    many_words = [f"word{i} word{i}" for i in range(1000)]
+    vectorizer = text.build_vectorizer(many_words, max_caption_length=5, max_vocabulary=100)
+    assert len(text.vectorizer_vocabulary(vectorizer)) == 100
+
+
+def test_the_vocabulary_is_capped_by_default():
+    assert text.build_vectorizer.__defaults__ == (text.MAX_VOCABULARY,) and text.MAX_VOCABULARY == 20_000
+
+
 def test_vectorizer_for_a_stored_vocabulary_gives_the_same_ids():
     vectorizer = text.build_vectorizer(["a red circle", "a blue square"], max_caption_length=5)
     again = text.vectorizer_for(text.vectorizer_vocabulary(vectorizer), max_caption_length=5)

@@ -37,6 +37,9 @@ from mmkeras.errors import UserError
 
 IMAGE_BYTES = tf.TensorSpec([None], tf.string, name="images")
 BEAM_WIDTH = tf.TensorSpec([], tf.int32, name="beam_width")
+# What serve_beam accepts at most: a caller's beam_width of a million must not ask for a
+# million beams' memory. Wider beams gain nothing on captions (notebook 03).
+MAX_BEAM_WIDTH = 16
 
 
 def token_ids_to_text(token_ids: tf.Tensor, vocabulary: list[str]) -> tf.Tensor:
@@ -66,7 +69,7 @@ def serving_functions(caption_model: keras.Model):
         return {"captions": token_ids_to_text(token_ids, decoder.vocabulary)}
 
     def serve_beam(images, beam_width):
-        token_ids = decoder.beam_search(decode_all(images), tf.maximum(beam_width, 1))
+        token_ids = decoder.beam_search(decode_all(images), tf.clip_by_value(beam_width, 1, MAX_BEAM_WIDTH))
         return {"captions": token_ids_to_text(token_ids, decoder.vocabulary)}
 
     # tf.function with AutoGraph, so the decoders' Python loops become graph loops.

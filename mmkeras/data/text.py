@@ -33,16 +33,23 @@ def standardize_list(captions: list[str]) -> list[str]:
     return [s.decode("utf-8") for s in standardize(captions).numpy()]
 
 
+# The words a vectorizer keeps at most, the most frequent first (Flickr8k has about 9,000).
+MAX_VOCABULARY = 20_000
+
+
 def add_start_end(captions) -> tf.Tensor:
     return tf.strings.join([START, standardize(captions), END], separator=" ")
 
 
 def build_vectorizer(train_captions: list[str], max_caption_length: int,
-                     max_vocabulary: int | None = None) -> layers.TextVectorization:
+                     max_vocabulary: int = MAX_VOCABULARY) -> layers.TextVectorization:
     """Adapt a TextVectorization layer on the training captions.
 
     ``max_caption_length`` counts words; the ids it returns have two more places, for the
-    start and end tokens. Longer captions are cut, keeping the start token.
+    start and end tokens. Longer captions are cut, keeping the start token. The vocabulary
+    is the ``max_vocabulary`` most frequent words of the captions as cut: words past the cut
+    never reach the model, and one caption of a million distinct words must not make a
+    softmax of a million (about 10 GB of logits a step).
     """
     vectorizer = layers.TextVectorization(
         max_tokens=max_vocabulary,
@@ -50,7 +57,13 @@ def build_vectorizer(train_captions: list[str], max_caption_length: int,
         split="whitespace",
         output_sequence_length=max_caption_length + 2,
     )
-    vectorizer.adapt(tf.data.Dataset.from_tensor_slices(add_start_end(train_captions)).batch(1024))
+    tokens = tf.strings.split(add_start_end(train_captions))
+    seen = max_caption_length + 2  # the tokens of a caption that reach the model
+    as_cut = tf.strings.reduce_join(tokens[:, :seen], axis=1, separator=" ")
+    # A caption that was cut keeps its end token, which must stay in the vocabulary; one
+    # that was not is adapted on exactly as before.
+    as_cut = tf.where(tokens.row_lengths() > seen, tf.strings.join([as_cut, END], separator=" "), as_cut)
+    vectorizer.adapt(tf.data.Dataset.from_tensor_slices(as_cut).batch(1024))
     return vectorizer
 
 
