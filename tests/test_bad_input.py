@@ -223,4 +223,31 @@ def test_an_image_over_the_pixel_limit_is_skipped_before_it_is_decoded(small_sha
     monkeypatch.setattr(folder, "MAX_PIXELS", 64 * 64 - 1)  # the shapes are 64 x 64
     path = next((small_shapes / "Images").glob("test_*.png"))
     assert folder.image_problem(path) == "too large (64 x 64 pixels; at most 4,095)"
-    assert folder.MAX_PIXELS < Image.MAX_IMAGE_PIXELS
+    monkeypatch.undo()
+    assert folder.MAX_PIXELS <= Image.MAX_IMAGE_PIXELS, "PIL alone lets twice as many through"
+
+
+def test_bmps_tensorflow_cannot_read_are_skipped_with_a_reason(small_shapes, tmp_path):
+    from mmkeras.data.folder import image_problem
+    rng = np.random.default_rng(0)
+    colours = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    _save(colours.convert("1"), tmp_path / "one_bit.bmp")
+    _save(colours.convert("P", palette=Image.ADAPTIVE, colors=16), tmp_path / "palette.bmp")
+    _save(colours, tmp_path / "trailing.bmp")
+    with open(tmp_path / "trailing.bmp", "ab") as handle:
+        handle.write(b"\0\0")
+    _save(colours, tmp_path / "fine.bmp")
+    _save(colours.convert("L"), tmp_path / "grey.bmp")
+    assert image_problem(tmp_path / "one_bit.bmp").startswith("a 1-bit BMP")
+    assert image_problem(tmp_path / "palette.bmp").startswith("a 8-bit palette BMP")
+    assert "whose header says" in image_problem(tmp_path / "trailing.bmp")
+    for readable in ("fine.bmp", "grey.bmp"):  # and TensorFlow reads them with their colours
+        assert image_problem(tmp_path / readable) is None
+        pixels = decode_image(tf.io.read_file(str(tmp_path / readable)), 64).numpy()
+        np.testing.assert_array_equal(pixels, np.asarray(Image.open(tmp_path / readable).convert("RGB")))
+    # Why the others are skipped: TensorFlow fails on two and reads the palette as grey.
+    for unreadable in ("one_bit.bmp", "trailing.bmp"):
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            decode_image(tf.io.read_file(str(tmp_path / unreadable)), 64)
+    palette = decode_image(tf.io.read_file(str(tmp_path / "palette.bmp")), 64).numpy()
+    assert not np.array_equal(palette, np.asarray(Image.open(tmp_path / "palette.bmp").convert("RGB")))

@@ -31,9 +31,10 @@ SPLIT_FILES = {
 SPLITS = ("train", "val", "test")
 # What tf.io.decode_image can read; anything else would fail mid-epoch.
 DECODABLE_FORMATS = {"PNG", "JPEG", "GIF", "BMP"}
-# The largest image read: 40 million pixels (a 7,300 x 5,500 photo), about 0.5 GB as float32
-# while it is resized. PIL's own guard stops only at 179 million (2.7 GB each, several at once).
-MAX_PIXELS = 40_000_000
+# The largest image read: PIL's decompression-bomb threshold, 89 million pixels (about 1 GB as
+# float32 while it is resized). PIL itself only warns there and refuses at twice that, which
+# let images of 2.7 GB each through, several at once.
+MAX_PIXELS = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS by default
 SHOWN_NAMES = 5
 
 
@@ -91,11 +92,29 @@ def image_problem(path: Path) -> str | None:
                 return f"format {image.format} (expected PNG, JPEG, GIF or BMP)"
             if image.width * image.height > MAX_PIXELS:  # before decoding the pixels
                 return f"too large ({image.width} x {image.height} pixels; at most {MAX_PIXELS:,})"
+            if image.format == "BMP" and (problem := _bmp_problem(path, image.mode)):
+                return problem
             image.load()  # a header can look fine over a truncated body
     except FileNotFoundError:
         return "missing"
     except Exception as error:  # PIL raises many types for damaged files
         return f"does not decode ({type(error).__name__})"
+    return None
+
+
+def _bmp_problem(path: Path, mode: str) -> str | None:
+    """What in a BMP that PIL reads TensorFlow's decoder does not: it fails mid-epoch on
+    1-, 4- and 16-bit files and on trailing bytes, and reads a palette as grey levels."""
+    with open(path, "rb") as handle:
+        header = handle.read(30)
+    declared_size = int.from_bytes(header[2:6], "little")
+    bits = int.from_bytes(header[28:30], "little")
+    if bits not in (24, 32) and not (bits == 8 and mode == "L"):
+        kind = "palette " if mode == "P" else ""
+        return f"a {bits}-bit {kind}BMP (TensorFlow reads 24- and 32-bit BMPs, and 8-bit grey ones)"
+    size = path.stat().st_size
+    if declared_size and size != declared_size:
+        return f"a BMP of {size} bytes whose header says {declared_size} (TensorFlow refuses it)"
     return None
 
 
