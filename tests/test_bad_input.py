@@ -251,3 +251,14 @@ def test_bmps_tensorflow_cannot_read_are_skipped_with_a_reason(small_shapes, tmp
             decode_image(tf.io.read_file(str(tmp_path / unreadable)), 64)
     palette = decode_image(tf.io.read_file(str(tmp_path / "palette.bmp")), 64).numpy()
     assert not np.array_equal(palette, np.asarray(Image.open(tmp_path / "palette.bmp").convert("RGB")))
+
+
+def test_match_on_a_folder_with_a_free_form_caption_is_one_line(small_shapes, tmp_path):
+    root = _copy_of(small_shapes, tmp_path)
+    with open(root / "captions.txt", "a") as handle:
+        handle.write("train_00003.png#5\ttwo shapes on a black background\n")
+    completed = run_cli("match", "--data", root, "--epochs", 1, "--out", tmp_path / "run")
+    assert completed.returncode == 2
+    assert "train_00003.png: its caption 'two shapes on a black background' has none of Shapes " \
+           "Captions' five forms" in completed.stderr
+    assert "Traceback" not in completed.stderr and not (tmp_path / "run").exists()

@@ -150,3 +150,13 @@ def test_any_match_recall_counts_every_image_a_caption_is_true_of():
     # Images' best captions: image 0 -> caption 1 (true of it), the twin -> caption 0 (false
     # of it: its circle is large), scene 2 -> caption 2.
     assert recall["image_to_text"] == {"r1_any": 2 / 3, "r2_any": 1.0}
+
+
+def test_no_false_captions_for_a_folder_with_a_caption_of_another_form(small_shapes):
+    import dataclasses
+    from mmkeras.data.folder import load_captions
+    split = load_captions(small_shapes)["train"]
+    assert retrieval.false_captions_of(split, seed=0) is not None
+    captions = [list(refs) for refs in split.captions]
+    captions[3].append("two shapes on a black background")
+    assert retrieval.false_captions_of(dataclasses.replace(split, captions=captions), seed=0) is None

@@ -22,6 +22,7 @@ from mmkeras.data.shapes import (
     read_caption,
     scenes_of,
 )
+from mmkeras.errors import UserError
 from mmkeras.tasks.examples import Examples
 
 MATCH_CLASSES = ("no", "yes")
@@ -77,6 +78,13 @@ def matching_examples(split: CaptionSplit, seed: int, other_image_negatives: flo
     this scene; a scene drawn twice is drawn again).
     """
     scenes_here = scenes_of(split)  # checks that the folder is Shapes Captions
+    for path, references in zip(split.image_paths, split.captions):
+        # A caption of another form cannot be changed into one known to be false.
+        for caption in references:
+            if read_caption(caption) is None:
+                raise UserError(f"{path}: its caption {caption!r} has none of Shapes Captions' five "
+                                "forms; matching changes one word of those, and checks that the "
+                                "change makes the caption false")
     rng = np.random.default_rng(seed)
     image_index, texts, labels, kinds = [], [], [], []
     for index, references in enumerate(split.captions):

@@ -117,6 +117,8 @@ def false_captions_of(split: CaptionSplit, seed: int) -> list[list[str]] | None:
         scenes_of(split)
     except UserError:
         return None
+    if any(read_caption(caption) is None for references in split.captions for caption in references):
+        return None  # a caption of another form: no change of it is known to be false
     rng = np.random.default_rng(seed)
     return [[mismatched_caption(caption, rng)[0] for caption in references]
             for references in split.captions]
