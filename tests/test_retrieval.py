@@ -154,6 +154,7 @@ def test_any_match_recall_counts_every_image_a_caption_is_true_of():
 
 def test_no_false_captions_for_a_folder_with_a_caption_of_another_form(small_shapes):
     import dataclasses
+
     from mmkeras.data.folder import load_captions
     split = load_captions(small_shapes)["train"]
     assert retrieval.false_captions_of(split, seed=0) is not None
