@@ -5,6 +5,7 @@ would; each test states what happens to its case: skipped with a count, converte
 clear error naming the file. Nothing else in the folder is lost along the way.
 """
 
+import json
 import shutil
 import warnings
 
@@ -162,6 +163,8 @@ def test_the_messy_folder_trains_from_the_command_line(messy, tmp_path):
     assert "warning:" in completed.stderr and "skipped 1 lines without a tab" in completed.stderr
     assert "2 images that cannot be used" in completed.stderr
     assert (tmp_path / "model.keras").is_file()
+    # The 500-word caption: the model reads and writes 40 words at most.
+    assert json.loads((tmp_path / "config.json").read_text())["max_caption_length"] == 40
 
 
 def test_caption_file_that_is_not_utf8_is_an_error_from_the_command_line(small_shapes, tmp_path):

@@ -151,6 +151,18 @@ def test_the_best_model_is_saved_atomically(tmp_path, caption_model, monkeypatch
         "Keras' ModelCheckpoint writes best.keras in place"
 
 
+def test_the_backup_keeps_the_previous_epoch_beside_the_latest(tmp_path):
+    """So that a kill in the middle of writing one falls back to the other (the test above)."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x, y = np.ones((8, 2), "float32"), np.ones((8, 1), "float32")
+    model.fit(x, y, validation_data=(x, y), epochs=2, verbose=0,
+              callbacks=resume_callbacks(tmp_path, patience=5))
+    backup = tmp_path / "backup"
+    assert (backup / "latest.weights.h5.bkp").is_file() and (backup / "training_metadata.json.bkp").is_file()
+    assert backup_epochs(tmp_path) == 2
+
+
 def test_a_history_row_cut_short_is_left_out(tmp_path):
     (tmp_path / "history.csv").write_text("epoch,loss,val_loss\n0,0.9,0.8\n1,0.7\n")
     assert [row["epoch"] for row in history_rows(tmp_path / "history.csv")] == ["0"]

@@ -33,7 +33,7 @@ from mmkeras.data.catalog import load_dataset
 from mmkeras.data.feature_cache import cached_features, weights_fingerprint
 from mmkeras.data.images import evaluation_images
 from mmkeras.data.pairs import caption_dataset
-from mmkeras.data.text import build_vectorizer, caption_lengths, vectorizer_vocabulary
+from mmkeras.data.text import MAX_CAPTION_WORDS, build_vectorizer, caption_lengths, vectorizer_vocabulary
 from mmkeras.nn.image_encoders import (
     backbone_constructor,
     build_backbone,
@@ -77,7 +77,7 @@ def _train(config: TrainConfig, out: Path, started: float, verbose, progress: bo
     train_split, val_split, test_split = splits["train"], splits["val"], splits["test"]
 
     train_captions = [c for refs in train_split.captions for c in refs]
-    max_caption_length = config.max_caption_length or int(min(caption_lengths(train_captions).max(), 40))
+    max_caption_length = config.max_caption_length or int(min(caption_lengths(train_captions).max(), MAX_CAPTION_WORDS))
     vectorizer = build_vectorizer(train_captions, max_caption_length)
     vocabulary = vectorizer_vocabulary(vectorizer)
 

@@ -141,12 +141,13 @@ def unpack(zip_path: Path, folder: Path, skip_prefixes: tuple[str, ...] = ("__MA
     root = folder.resolve()
     try:
         with zipfile.ZipFile(zip_path) as archive:
-            for member in archive.infolist():
-                if member.filename.startswith(skip_prefixes):
-                    continue
+            members = [m for m in archive.infolist() if not m.filename.startswith(skip_prefixes)]
+            # Every member checked before any is written: a refused archive leaves nothing.
+            for member in members:
                 if not (root / member.filename).resolve().is_relative_to(root):
                     raise UserError(f"{zip_path}: member {member.filename!r} would be written "
                                     f"outside {folder}; refusing to unpack this archive")
+            for member in members:
                 archive.extract(member, folder)
     except zipfile.BadZipFile as error:
         raise UserError(f"{zip_path}: not a readable zip archive ({error}); delete it and "

@@ -35,6 +35,9 @@ def standardize_list(captions: list[str]) -> list[str]:
 
 # The words a vectorizer keeps at most, the most frequent first (Flickr8k has about 9,000).
 MAX_VOCABULARY = 20_000
+# The longest caption a model reads or writes, in words, whatever the data hold (a scraped
+# caption of 500 words would make every step 500 long).
+MAX_CAPTION_WORDS = 40
 
 
 def add_start_end(captions) -> tf.Tensor:

@@ -29,6 +29,7 @@ from mmkeras.data.images import AUTOTUNE, evaluation_images, split_images
 from mmkeras.data.pairs import caption_dataset, teacher_forcing, tokenize_references
 from mmkeras.data.shapes import INVERSE_RELATION, Scene, SceneObject, read_caption, scenes_of
 from mmkeras.data.text import (
+    MAX_CAPTION_WORDS,
     add_start_end,
     build_vectorizer,
     caption_lengths,
@@ -272,7 +273,7 @@ def train_retrieval(config: RetrievalConfig, verbose: int | str = "auto", progre
     train_split = splits["train"]
     image_size = image_size_of(config.data, train_split)
     train_captions = [c for refs in train_split.captions for c in refs]
-    max_caption_length = int(min(40, np.percentile(caption_lengths(train_captions), 99)))
+    max_caption_length = int(min(MAX_CAPTION_WORDS, np.percentile(caption_lengths(train_captions), 99)))
     vectorizer = build_vectorizer(train_captions, max_caption_length)
 
     model, image_tower, text_tower = build_dual_encoder(
