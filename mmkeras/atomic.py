@@ -7,10 +7,31 @@ through here: run records, models, exported folders, feature caches, downloads.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
+
+# For the crash tests (tests/test_kill_points.py): "NAME" or "NAME#N" kills the process,
+# as SIGKILL would, at the N-th write of a file or folder called NAME, at its worst moment
+# (the new content complete beside it, not yet in its place). Unset, it costs nothing.
+KILL_AT = "MMKERAS_KILL_AT"
+_writes_seen: collections.Counter = collections.Counter()
+
+
+def kill_point(name: str) -> None:
+    """Die here if ``MMKERAS_KILL_AT`` names this write (see :data:`KILL_AT`)."""
+    wanted = os.environ.get(KILL_AT)
+    if not wanted:
+        return
+    target, _, nth = wanted.partition("#")
+    if target == name:
+        _writes_seen[name] += 1
+        if _writes_seen[name] == int(nth or 1):
+            # SIGKILL where there is one: no cleanup, no finally blocks, as a real kill.
+            os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
 def partial_path(path: Path) -> Path:
@@ -28,6 +49,7 @@ def write_bytes(path: Path, content: bytes) -> None:
     partial = partial_path(path)
     partial.write_bytes(content)
     _fsync(partial)
+    kill_point(path.name)
     os.replace(partial, path)
 
 
@@ -45,6 +67,7 @@ def save_model(model, path: Path) -> None:
     partial = path.with_name(path.stem + ".partial" + path.suffix)
     model.save(partial)
     _fsync(partial)
+    kill_point(path.name)
     os.replace(partial, path)
 
 
@@ -54,4 +77,5 @@ def replace_folder(partial: Path, folder: Path) -> None:
     Between the two steps there is briefly no ``folder``; never half of one.
     """
     shutil.rmtree(folder, ignore_errors=True)
+    kill_point(Path(folder).name)
     os.replace(partial, folder)

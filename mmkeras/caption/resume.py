@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from mmkeras.atomic import save_model, write_json, write_text
+from mmkeras.atomic import kill_point, save_model, write_json, write_text
 from mmkeras.config import TrainConfig
 from mmkeras.errors import UserError
 from mmkeras.runs import HISTORY, forget_history
@@ -174,6 +174,17 @@ class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
             self.best_weights = best_weights
 
 
+class _KillPoint(keras.callbacks.Callback):
+    """A place between the callbacks' writes where the crash tests can kill a run."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+
+    def on_epoch_end(self, epoch, logs=None):
+        kill_point(self.name)
+
+
 def resume_callbacks(out: Path, patience: int, val_losses: list[float] = ()) -> list[keras.callbacks.Callback]:
     """The callbacks that let a killed run resume, and early stopping that survives it;
     ``val_losses`` of the epochs already run, when resuming.
@@ -183,12 +194,14 @@ def resume_callbacks(out: Path, patience: int, val_losses: list[float] = ()) -> 
     """
     best_so_far = min(val_losses) if val_losses else None
     return [
+        _KillPoint(HISTORY),  # the epoch's history row is written, nothing else yet
         BestModelCheckpoint(out / "best.keras", best_so_far),
         # Resumes an interrupted run from its last finished epoch. double_checkpoint keeps the
         # previous backup too, so a kill in the middle of writing one falls back to the other;
         # train() deletes the backup itself, only once model.keras is safely written.
         keras.callbacks.BackupAndRestore(str(out / BACKUP), double_checkpoint=True,
                                          delete_checkpoint=False),
+        _KillPoint(BACKUP),  # the epoch's backup is written
         ResumedEarlyStopping(val_losses, out / "best.keras", monitor="val_loss", patience=patience,
                              restore_best_weights=True),
     ]
