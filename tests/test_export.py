@@ -104,6 +104,25 @@ def test_serve_beam_caps_the_beam_width(model_file, image_files):
     assert [c.decode() for c in captions] == _expected_captions(model_file, image_files[:1], MAX_BEAM_WIDTH)
 
 
+def test_serve_refuses_an_image_whose_header_claims_too_many_pixels(model_file, image_files, tmp_path):
+    import io
+    import struct
+    from mmkeras.caption.export import serving_functions
+    from mmkeras.data.images import encoded_pixels
+    for path in image_files:  # PNG and JPEG, read from the header as PIL reads them
+        width, height = Image.open(path).size
+        assert int(encoded_pixels(tf.constant(open(path, "rb").read()))) == width * height
+    for fmt in ("GIF", "BMP"):
+        buffer = io.BytesIO()
+        Image.new("RGB", (30, 20)).save(buffer, fmt)
+        assert int(encoded_pixels(tf.constant(buffer.getvalue()))) == 600
+    png = bytearray(open(image_files[0], "rb").read())
+    png[16:24] = struct.pack(">II", 30_000, 30_000)  # a bomb's header: 900 million pixels
+    serve = serving_functions(keras.saving.load_model(model_file, safe_mode=True))["serve"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more than 89,478,485 pixels"):
+        serve(tf.constant([bytes(png)]))
+
+
 def test_export_refuses_to_replace_a_folder_that_is_not_a_saved_model(model_file, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     completed = run_cli("export", "--model", model_file, "--out", tmp_path)

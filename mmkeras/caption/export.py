@@ -31,7 +31,8 @@ import tensorflow as tf
 
 from mmkeras import atomic
 from mmkeras.caption.decoding import CaptionDecoder
-from mmkeras.data.images import decode_image
+from mmkeras.data.folder import MAX_PIXELS
+from mmkeras.data.images import decode_image, encoded_pixels
 from mmkeras.data.text import END, PAD, START
 from mmkeras.errors import UserError
 
@@ -56,8 +57,17 @@ def serving_functions(caption_model: keras.Model):
     decoder = CaptionDecoder(caption_model)
     image_size = caption_model.input["image"].shape[1]
 
+    def decode_one(image):
+        # Bytes from anyone: the size their header claims is checked before they are decoded
+        # (TensorFlow alone would decode up to 2^29 pixels, 1.5 GB, per image).
+        check = tf.debugging.assert_less_equal(
+            encoded_pixels(image), tf.constant(MAX_PIXELS, tf.int64),
+            message=f"an image of more than {MAX_PIXELS:,} pixels")
+        with tf.control_dependencies([check]):
+            return decode_image(image, image_size)
+
     def decode_all(images):
-        return tf.map_fn(lambda image: decode_image(image, image_size), images,
+        return tf.map_fn(decode_one, images,
                          fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8))
 
     def serve(images):

@@ -24,6 +24,38 @@ def decode_image(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
+def _header_number(image_bytes: tf.Tensor, start: int, count: int, little_endian: bool) -> tf.Tensor:
+    digits = tf.cast(tf.io.decode_raw(tf.strings.substr(image_bytes, start, count), tf.uint8), tf.int64)
+    powers = 256 ** tf.range(count, dtype=tf.int64)
+    powers = powers if little_endian else tf.reverse(powers, [0])
+    return tf.reduce_sum(digits * powers[: tf.size(digits)])
+
+
+def encoded_pixels(image_bytes: tf.Tensor) -> tf.Tensor:
+    """Width x height of an encoded PNG, JPEG, GIF or BMP, read from its header without
+    decoding it (0 for anything else, which the decoder then refuses on its own)."""
+    def png():
+        return _header_number(image_bytes, 16, 4, False) * _header_number(image_bytes, 20, 4, False)
+
+    def gif():
+        return _header_number(image_bytes, 6, 2, True) * _header_number(image_bytes, 8, 2, True)
+
+    def bmp():  # a top-down BMP stores its height as a negative int32
+        height = _header_number(image_bytes, 22, 4, True)
+        return _header_number(image_bytes, 18, 4, True) * tf.where(height >= 2**31, 2**32 - height, height)
+
+    def jpeg():
+        shape = tf.cast(tf.image.extract_jpeg_shape(image_bytes), tf.int64)
+        return shape[0] * shape[1]
+
+    head = tf.strings.substr(image_bytes, 0, 4)
+    return tf.case([(tf.equal(head, b"\x89PNG"), png),
+                    (tf.equal(tf.strings.substr(head, 0, 3), b"GIF"), gif),
+                    (tf.equal(tf.strings.substr(head, 0, 2), b"BM"), bmp),
+                    (tf.equal(tf.strings.substr(head, 0, 3), b"\xff\xd8\xff"), jpeg)],
+                   default=lambda: tf.constant(0, tf.int64), exclusive=False)
+
+
 def load_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
     return decode_image(tf.io.read_file(path), image_size)
 
