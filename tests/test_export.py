@@ -107,6 +107,7 @@ def test_serve_beam_caps_the_beam_width(model_file, image_files):
 def test_serve_refuses_an_image_whose_header_claims_too_many_pixels(model_file, image_files, tmp_path):
     import io
     import struct
+
     from mmkeras.caption.export import serving_functions
     from mmkeras.data.images import encoded_pixels
     for path in image_files:  # PNG and JPEG, read from the header as PIL reads them
