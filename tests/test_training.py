@@ -10,6 +10,7 @@ import time
 import keras
 import numpy as np
 import pytest
+from filelock import FileLock
 from test_cli import run_cli
 
 from mmkeras.caption import train as caption_train
@@ -24,10 +25,12 @@ from mmkeras.caption.resume import (
     stage_to_resume,
 )
 from mmkeras.caption.train import train
-from mmkeras.config import TrainConfig
+from mmkeras.config import RetrievalConfig, TaskConfig, TrainConfig
 from mmkeras.data import shapes
 from mmkeras.errors import UserError
 from mmkeras.runs import save_model as save_atomically
+from mmkeras.tasks.classification import train_task
+from mmkeras.tasks.retrieval import train_retrieval
 
 
 class Interrupt(Exception):
@@ -116,17 +119,36 @@ def test_a_finished_run_is_replaced_only_by_one_with_its_settings(tmp_path):
     assert stage_to_resume(tmp_path, config) is None, "the same settings: train afresh, as asked"
 
 
-def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
-    from filelock import FileLock
-    config = TrainConfig(smoke=True, decoder="init", out=str(tmp_path))
+def _caption_run(data, out):
+    return train(TrainConfig(data=str(data), smoke=True, decoder="init", out=str(out)),
+                 verbose=0, progress=False)
+
+
+def _task_run(task):
+    def run(data, out):
+        return train_task(TaskConfig(task=task, data=str(data), smoke=True, out=str(out)),
+                          verbose=0, progress=False)
+    return run
+
+
+def _retrieval_run(data, out):
+    return train_retrieval(RetrievalConfig(data=str(data), smoke=True, out=str(out)),
+                           verbose=0, progress=False)
+
+
+@pytest.mark.parametrize("run", [_caption_run, _task_run("vqa"), _task_run("match"), _retrieval_run],
+                         ids=["train", "vqa", "match", "retrieval"])
+def test_a_second_run_into_the_same_folder_is_refused(run, small_shapes, tmp_path):
+    (tmp_path / "history.csv").write_text("epoch,loss\n0,1.0\n")  # the running one's record
     running = FileLock(tmp_path / ".lock")  # held as a run in another process holds it
     running.acquire()
     try:
         with pytest.raises(UserError, match="another run is writing into this folder"):
-            train(config, verbose=0, progress=False)
+            run(small_shapes, tmp_path)
     finally:
         running.release()
-    assert not (tmp_path / "run_state.json").exists(), "the refused run wrote nothing"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "history.csv"], "it wrote nothing"
+    assert (tmp_path / "history.csv").read_text() == "epoch,loss\n0,1.0\n"
 
 
 def test_the_best_model_is_saved_atomically(tmp_path, caption_model, monkeypatch):

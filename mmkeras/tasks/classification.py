@@ -163,46 +163,47 @@ def train_task(config: TaskConfig, verbose: int | str = "auto", progress: bool =
     if data is None:  # first: a mistake in the data leaves --out as it was
         _, data = load_task_data(config, progress)
     out = runs.start(config.out, config.seed)
-    runs.forget_history(out)
-    epochs = runs.epochs_for(config)
-    (train_images, train), (val_images, val), (test_images, test) = (
-        data["train"], data["val"], data["test"])
-    vectorizer = build_vectorizer(train.texts, MAX_TEXT_LENGTH)
+    with runs.exclusive(out):  # one run per folder: a second would write over its records
+        runs.forget_history(out)
+        epochs = runs.epochs_for(config)
+        (train_images, train), (val_images, val), (test_images, test) = (
+            data["train"], data["val"], data["test"])
+        vectorizer = build_vectorizer(train.texts, MAX_TEXT_LENGTH)
 
-    classifier = build_fused_classifier(vectorizer_vocabulary(vectorizer), MAX_TEXT_LENGTH + 1,
-                                        len(class_names(config.task)), config.fusion,
-                                        image_size=train_images.shape[1], units=config.units)
-    trainer = compile_for_training(
-        classifier, config.learning_rate,
-        decay_steps=epochs * math.ceil(len(train_images) / config.batch_size))
-    # Matching is a curriculum: easy negatives (other images' captions) for the first half
-    # of the epochs, then one-word negatives only, the ones the test asks about.
-    phases = [(train, epochs)]
-    if "train_one_word" in data and epochs > 1:
-        phases = [(train, epochs // 2), (data["train_one_word"][1], epochs)]
-    per_image = texts_per_image(config)
-    val_per_image = max(np.bincount(val.image_index))
-    history, first_epoch = {}, 0
-    started = time.perf_counter()
-    for examples, last_epoch in phases:
-        phase = runs.fit(
-            trainer,
-            texts_per_image_dataset(train_images, examples, data["train_scenes"], vectorizer,
-                                    config.batch_size, per_image, shuffle=True, seed=config.seed),
-            texts_per_image_dataset(val_images, val, data["val_scenes"], vectorizer,
-                                    config.batch_size, val_per_image),
-            out, last_epoch, verbose, initial_epoch=first_epoch)
-        for key, values in phase.items():
-            history.setdefault(key, []).extend(values)
-        first_epoch = last_epoch
-    fit_seconds = time.perf_counter() - started
+        classifier = build_fused_classifier(vectorizer_vocabulary(vectorizer), MAX_TEXT_LENGTH + 1,
+                                            len(class_names(config.task)), config.fusion,
+                                            image_size=train_images.shape[1], units=config.units)
+        trainer = compile_for_training(
+            classifier, config.learning_rate,
+            decay_steps=epochs * math.ceil(len(train_images) / config.batch_size))
+        # Matching is a curriculum: easy negatives (other images' captions) for the first half
+        # of the epochs, then one-word negatives only, the ones the test asks about.
+        phases = [(train, epochs)]
+        if "train_one_word" in data and epochs > 1:
+            phases = [(train, epochs // 2), (data["train_one_word"][1], epochs)]
+        per_image = texts_per_image(config)
+        val_per_image = max(np.bincount(val.image_index))
+        history, first_epoch = {}, 0
+        started = time.perf_counter()
+        for examples, last_epoch in phases:
+            phase = runs.fit(
+                trainer,
+                texts_per_image_dataset(train_images, examples, data["train_scenes"], vectorizer,
+                                        config.batch_size, per_image, shuffle=True, seed=config.seed),
+                texts_per_image_dataset(val_images, val, data["val_scenes"], vectorizer,
+                                        config.batch_size, val_per_image),
+                out, last_epoch, verbose, initial_epoch=first_epoch)
+            for key, values in phase.items():
+                history.setdefault(key, []).extend(values)
+            first_epoch = last_epoch
+        fit_seconds = time.perf_counter() - started
 
-    metrics = {
-        "task": config.task, "fusion": config.fusion,
-        **_test_scores(classifier, config.task, test_images, vectorizer, train, test),
-        "parameters": classifier.count_params(),
-        "seconds_per_epoch": fit_seconds / epochs,
-    }
-    runs.save_model(classifier, out / "model.keras")
-    runs.record(out, config, metrics, epochs_run=epochs)
-    return {**metrics, "model": classifier, "history": history}
+        metrics = {
+            "task": config.task, "fusion": config.fusion,
+            **_test_scores(classifier, config.task, test_images, vectorizer, train, test),
+            "parameters": classifier.count_params(),
+            "seconds_per_epoch": fit_seconds / epochs,
+        }
+        runs.save_model(classifier, out / "model.keras")
+        runs.record(out, config, metrics, epochs_run=epochs)
+        return {**metrics, "model": classifier, "history": history}

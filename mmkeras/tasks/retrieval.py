@@ -268,38 +268,39 @@ def train_retrieval(config: RetrievalConfig, verbose: int | str = "auto", progre
     # The data first: a mistake in them leaves --out as it was.
     _, splits = load_dataset(config.data, smoke=config.smoke, seed=config.seed, progress=progress)
     out = runs.start(config.out, config.seed)
-    runs.forget_history(out)
-    epochs = runs.epochs_for(config)
-    train_split = splits["train"]
-    image_size = image_size_of(config.data, train_split)
-    train_captions = [c for refs in train_split.captions for c in refs]
-    max_caption_length = int(min(MAX_CAPTION_WORDS, np.percentile(caption_lengths(train_captions), 99)))
-    vectorizer = build_vectorizer(train_captions, max_caption_length)
+    with runs.exclusive(out):  # one run per folder: a second would write over its records
+        runs.forget_history(out)
+        epochs = runs.epochs_for(config)
+        train_split = splits["train"]
+        image_size = image_size_of(config.data, train_split)
+        train_captions = [c for refs in train_split.captions for c in refs]
+        max_caption_length = int(min(MAX_CAPTION_WORDS, np.percentile(caption_lengths(train_captions), 99)))
+        vectorizer = build_vectorizer(train_captions, max_caption_length)
 
-    model, image_tower, text_tower = build_dual_encoder(
-        vectorizer_vocabulary(vectorizer), max_caption_length + 1, image_size,
-        config.embedding_dim, config.units)
-    decay_steps = epochs * math.ceil(len(train_split) / config.batch_size)
-    trainer = WithFalseCaptions(model, name="with_false_captions")
-    trainer.compile(optimizer=runs.optimizer(config.learning_rate, decay_steps),
-                    loss=SymmetricContrastiveLoss())
-    false_captions = false_captions_of(train_split, config.seed) if config.false_captions else None
-    started = time.perf_counter()
-    history = runs.fit(
-        trainer,
-        retrieval_dataset(train_split, vectorizer, image_size, config.batch_size, seed=config.seed,
-                          false_captions=false_captions),
-        retrieval_dataset(splits["val"], vectorizer, image_size, config.batch_size, shuffle=False,
-                          seed=config.seed),
-        out, epochs, verbose)
-    fit_seconds = time.perf_counter() - started
+        model, image_tower, text_tower = build_dual_encoder(
+            vectorizer_vocabulary(vectorizer), max_caption_length + 1, image_size,
+            config.embedding_dim, config.units)
+        decay_steps = epochs * math.ceil(len(train_split) / config.batch_size)
+        trainer = WithFalseCaptions(model, name="with_false_captions")
+        trainer.compile(optimizer=runs.optimizer(config.learning_rate, decay_steps),
+                        loss=SymmetricContrastiveLoss())
+        false_captions = false_captions_of(train_split, config.seed) if config.false_captions else None
+        started = time.perf_counter()
+        history = runs.fit(
+            trainer,
+            retrieval_dataset(train_split, vectorizer, image_size, config.batch_size, seed=config.seed,
+                              false_captions=false_captions),
+            retrieval_dataset(splits["val"], vectorizer, image_size, config.batch_size, shuffle=False,
+                              seed=config.seed),
+            out, epochs, verbose)
+        fit_seconds = time.perf_counter() - started
 
-    test = splits["test"]
-    image_vectors, text_vectors, caption_image = embed_split(test, image_tower, text_tower,
-                                                             vectorizer, image_size)
-    metrics = {"task": "retrieval", **retrieval_scores(test, image_vectors, text_vectors, caption_image),
-               "parameters": model.count_params(), "seconds_per_epoch": fit_seconds / epochs}
-    runs.save_model(model, out / "model.keras")
-    runs.record(out, config, metrics, epochs_run=epochs)
-    return {**metrics, "model": model, "image_tower": image_tower, "text_tower": text_tower,
-            "vectorizer": vectorizer, "history": history}
+        test = splits["test"]
+        image_vectors, text_vectors, caption_image = embed_split(test, image_tower, text_tower,
+                                                                 vectorizer, image_size)
+        metrics = {"task": "retrieval", **retrieval_scores(test, image_vectors, text_vectors, caption_image),
+                   "parameters": model.count_params(), "seconds_per_epoch": fit_seconds / epochs}
+        runs.save_model(model, out / "model.keras")
+        runs.record(out, config, metrics, epochs_run=epochs)
+        return {**metrics, "model": model, "image_tower": image_tower, "text_tower": text_tower,
+                "vectorizer": vectorizer, "history": history}
