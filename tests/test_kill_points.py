@@ -7,11 +7,13 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 
 import pytest
+import tensorflow as tf
 
 from mmkeras.atomic import KILL_AT
 from mmkeras.data import shapes
@@ -94,3 +96,26 @@ def test_drawing_the_shapes_killed_at_each_write_never_leaves_a_folder_that_load
     again = _run(*args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(load_captions(tmp_path / "shapes")["train"]) == 6
+
+
+def test_train_killed_while_writing_the_feature_cache_computes_it_again(tiny_data, tmp_path):
+    """A frozen backbone's features are cached in the data folder: a kill in the middle of
+    writing them, one before the cache's manifest is in place, and one between the old
+    folder's removal and the new one's rename each leave a cache that the next run computes
+    again rather than trusts."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    out = tmp_path / "run"
+    args = ("train", "--data", data, "--backbone", "MobileNetV2", "--backbone-weights", "none",
+            "--image-size", 32, "--decoder", "init", "--epochs", 1, "--batch-size", 8, "--out", out)
+    for write in ("train.partial#1", "manifest.json#1", "train#1"):  # the train split's cache, at each of its writes
+        killed = _run(*args, kill_at=write)
+        assert killed.returncode == -signal.SIGKILL, f"never reached {write}: {killed.stderr[-2000:]}"
+    again = _run(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    (cache,) = (data / "features").iterdir()
+    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == ["train", "val"]
+    for split, size in (("train", 40), ("val", 8)):
+        assert json.loads((cache / split / "manifest.json").read_text())["backbone"]
+        assert sum(1 for _ in tf.data.Dataset.load(str(cache / split))) == size
+    assert json.loads((out / "run_state.json").read_text())["stage"] == "finished"

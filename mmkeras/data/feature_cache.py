@@ -22,7 +22,7 @@ import tensorflow as tf
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from mmkeras.atomic import partial_path, replace_folder, write_json
+from mmkeras.atomic import kill_point, partial_path, replace_folder, write_json
 from mmkeras.data.folder import CaptionSplit
 from mmkeras.data.images import split_images
 
@@ -84,6 +84,7 @@ def _compute(backbone, split: CaptionSplit, folder: Path, manifest: dict, batch_
         for batch in tqdm(images, desc=f"{split.name} features", unit="batch",
                           total=-(-len(split) // batch_size), disable=None if progress else True):
             yield tf.cast(backbone(batch, training=False), tf.float16)
+            kill_point(partial.name)  # the crash tests' moment: half the features written
 
     spec = tf.TensorSpec([None, *backbone.output_shape[1:]], tf.float16)
     # Streamed batch by batch to disk: the features of a large split never fill the memory.
