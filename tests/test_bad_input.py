@@ -230,6 +230,26 @@ def test_an_image_over_the_pixel_limit_is_skipped_before_it_is_decoded(small_sha
     assert folder.MAX_PIXELS <= Image.MAX_IMAGE_PIXELS, "PIL alone lets twice as many through"
 
 
+def test_a_png_cut_inside_its_last_chunk_is_skipped(small_shapes, tmp_path):
+    """PIL decodes it (its pixels are all there); TensorFlow refuses it: found by the fuzzer."""
+    from mmkeras.data.folder import image_problem
+    png = next((small_shapes / "Images").glob("test_*.png")).read_bytes()
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(png[:png.rindex(b"IEND") - 4 - 6])  # before IEND's length, IDAT's CRC and 2 bytes
+    with Image.open(cut) as image:
+        image.load()
+    assert image_problem(cut) == "does not decode (damaged or cut short)"
+
+
+def test_a_small_image_over_a_large_file_is_skipped_before_it_is_read(small_shapes, tmp_path, monkeypatch):
+    from mmkeras.data import folder
+    monkeypatch.setattr(folder, "MAX_METADATA_BYTES", 1000)  # as 16 MB of padding would, in 1 kB
+    padded = tmp_path / "padded.png"
+    padded.write_bytes(next((small_shapes / "Images").glob("test_*.png")).read_bytes() + bytes(64 * 64 * 4 + 1000))
+    monkeypatch.setattr(tf.io, "decode_image", lambda *a, **k: pytest.fail("read before its size was checked"))
+    assert folder.image_problem(padded).endswith("bytes for 64 x 64 pixels")
+
+
 def test_bmps_tensorflow_cannot_read_are_skipped_with_a_reason(small_shapes, tmp_path):
     from mmkeras.data.folder import image_problem
     rng = np.random.default_rng(0)

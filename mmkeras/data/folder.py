@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tensorflow as tf
 from PIL import Image
 
 from mmkeras.errors import UserError
@@ -35,7 +36,11 @@ DECODABLE_FORMATS = {"PNG", "JPEG", "GIF", "BMP"}
 # float32 while it is resized). PIL itself only warns there and refuses at twice that, which
 # let images of 2.7 GB each through, several at once.
 MAX_PIXELS = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS by default
+# An encoded image is at most about its raw pixels (4 bytes each) plus its metadata (EXIF,
+# colour profile, previews): a file larger than that by more than this is not an image.
+MAX_METADATA_BYTES = 16 * 2**20
 SHOWN_NAMES = 5
+SHOWN_NAME_LENGTH = 80
 
 
 class SkippedDataWarning(UserWarning):
@@ -92,13 +97,25 @@ def image_problem(path: Path) -> str | None:
                 return f"format {image.format} (expected PNG, JPEG, GIF or BMP)"
             if image.width * image.height > MAX_PIXELS:  # before decoding the pixels
                 return f"too large ({image.width} x {image.height} pixels; at most {MAX_PIXELS:,})"
+            if (size := path.stat().st_size) > image.width * image.height * 4 + MAX_METADATA_BYTES:
+                # Read whole to be decoded: a small image's header over gigabytes of data
+                # would take their memory.
+                return f"{size:,} bytes for {image.width} x {image.height} pixels"
             if image.format == "BMP" and (problem := _bmp_problem(path, image.mode)):
                 return problem
-            image.load()  # a header can look fine over a truncated body
     except FileNotFoundError:
         return "missing"
-    except Exception as error:  # PIL raises many types for damaged files
+    except Exception as error:  # PIL raises many types for damaged headers
+        if isinstance(error, OSError) and error.errno is not None:  # the file system's, not PIL's
+            return f"cannot be read ({error.strerror})"
         return f"does not decode ({type(error).__name__})"
+    # PIL reads the header only; the pixels are decoded by what training decodes them with.
+    # (PIL's own decoding let through files TensorFlow refuses, found by the loader's fuzzer:
+    # a PNG cut inside its last chunk would have failed in the middle of an epoch.)
+    try:
+        tf.io.decode_image(path.read_bytes(), channels=3, expand_animations=False)
+    except tf.errors.InvalidArgumentError:
+        return "does not decode (damaged or cut short)"
     return None
 
 
@@ -118,14 +135,21 @@ def _bmp_problem(path: Path, mode: str) -> str | None:
     return None
 
 
+def _shown(name: str) -> str:
+    """A name as a message shows it: control characters escaped (a terminal would obey
+    them), and cut to :data:`SHOWN_NAME_LENGTH` characters."""
+    shown = name if name.isprintable() else repr(name)
+    return shown if len(shown) <= SHOWN_NAME_LENGTH else shown[:SHOWN_NAME_LENGTH] + "..."
+
+
 class _Skips:
     """Collects what was left out, so it can be reported in one warning per reason."""
 
     def __init__(self):
         self.by_reason: dict[str, list[str]] = {}
 
-    def add(self, reason: str, name: str) -> None:
-        self.by_reason.setdefault(reason, []).append(name)
+    def add(self, reason: str, name: str, detail: str = "") -> None:
+        self.by_reason.setdefault(reason, []).append(_shown(name) + (f": {detail}" if detail else ""))
 
     def report(self, root: Path) -> None:
         if not self.by_reason:
@@ -173,7 +197,7 @@ def load_captions(data_dir: str | Path, splits=SPLITS,
         candidates = []
         for name in dict.fromkeys(names):  # a name listed twice is one image
             if "\0" in name:  # no file system allows it; resolve() would raise
-                skips.add("names with a NUL byte (refused)", repr(name))
+                skips.add("names with a NUL byte (refused)", name)
                 continue
             path = (image_dir / name).resolve()
             if not path.is_relative_to(image_root):
@@ -189,7 +213,7 @@ def load_captions(data_dir: str | Path, splits=SPLITS,
             if problem == "missing":
                 skips.add("captioned images that are missing", name)
             elif problem:
-                skips.add("images that cannot be used", f"{name}: {problem}")
+                skips.add("images that cannot be used", name, problem)
             else:
                 paths.append(str(path))
                 captions.append(captions_by_image[name])
