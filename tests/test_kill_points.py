@@ -29,7 +29,8 @@ TRAIN_WRITES = [
     "best.keras#1",  # the best model so far, complete beside its place
     "backup#2",  # epoch 2's backup is written, its early-stopping step is not
     "model.keras#1",  # the final model
-    "metrics.json#1",  # the test scores (config.json and run_state.json are written the same way)
+    "config.json#1",  # the settings and facts of the run, before its scores
+    "metrics.json#1",  # the test scores
 ]
 DATA_WRITES = ["Images#1", "captions.txt#1", "shapes.json#1"]
 
@@ -65,7 +66,7 @@ def test_train_killed_at_each_write_finishes_when_run_again(write, tiny_data, tm
 
     again = _run(*args)
     assert again.returncode == 0, again.stderr[-3000:]
-    if write in ("backup#2", "model.keras#1", "metrics.json#1"):
+    if write in ("backup#2", "model.keras#1", "config.json#1", "metrics.json#1"):
         assert "resuming the interrupted run" in again.stdout
     with open(out / "history.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
