@@ -1,6 +1,6 @@
 """What every training run shares, so that each task only says what is its own.
 
-A run, whatever it trains, goes the same way: :func:`start` (seed, output folder),
+A run, whatever it trains, goes the same way: :func:`start` (seed, output folder and its lock),
 :func:`epochs_for` (the smoke size), :func:`optimizer` (Adam with clipped gradients and a
 cosine decay), :func:`fit` (``fit`` with validation data, ``history.csv`` and TensorBoard),
 :func:`save_model`, then :func:`record` (``config.json`` with the package versions, and
@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import platform
 import time
+from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
@@ -36,30 +37,26 @@ LOCK = ".lock"
 COSINE_FLOOR = {"caption": 0.02, "task": 0.05}
 
 
-def start(out, seed: int) -> Path:
-    """Seed every generator (Python, NumPy, TensorFlow, Keras) and make the output folder."""
+@contextlib.contextmanager
+def start(out, seed: int) -> Iterator[Path]:
+    """Seed every generator (Python, NumPy, TensorFlow, Keras), make the output folder, and
+    hold its lock (``out/.lock``) while the run lasts.
+
+    A second run into the same folder is refused, where it would resume from the same backup
+    and write over the same records. The operating system drops the lock when the process
+    ends, killed or not, so a killed run never leaves its folder locked.
+    """
     keras.utils.set_random_seed(seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-@contextlib.contextmanager
-def exclusive(out: Path):
-    """Hold ``out/.lock`` for a run: a second run into the same folder is refused, where it
-    would resume from the same backup and write over the same records.
-
-    The operating system drops the lock when the process ends, killed or not, so a killed
-    run never leaves its folder locked.
-    """
-    lock = FileLock(Path(out) / LOCK)
+    lock = FileLock(out / LOCK)
     try:
         lock.acquire(timeout=0)
     except Timeout:
         raise UserError(f"{out}: another run is writing into this folder (it holds {LOCK}); "
                         "wait for it to end, or choose another --out") from None
     try:
-        yield
+        yield out
     finally:
         lock.release()
 

@@ -53,8 +53,7 @@ def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = Tru
     :func:`mmkeras.runs.use_gpu_settings`' choice (a MirroredStrategy over several GPUs).
     """
     started = time.perf_counter()
-    out = runs.start(config.out, config.seed)
-    with runs.exclusive(out):
+    with runs.start(config.out, config.seed) as out:
         return _train(config, out, started, verbose, progress, callbacks, strategy)
 
 

@@ -162,8 +162,7 @@ def train_task(config: TaskConfig, verbose: int | str = "auto", progress: bool =
         raise ValueError(f"task must be one of {TASKS}, got {config.task!r}")
     if data is None:  # first: a mistake in the data leaves --out as it was
         _, data = load_task_data(config, progress)
-    out = runs.start(config.out, config.seed)
-    with runs.exclusive(out):  # one run per folder: a second would write over its records
+    with runs.start(config.out, config.seed) as out:
         runs.forget_history(out)
         epochs = runs.epochs_for(config)
         (train_images, train), (val_images, val), (test_images, test) = (

@@ -267,8 +267,7 @@ def train_retrieval(config: RetrievalConfig, verbose: int | str = "auto", progre
     """Train the dual encoder, score recall on the test split, write model, history, metrics."""
     # The data first: a mistake in them leaves --out as it was.
     _, splits = load_dataset(config.data, smoke=config.smoke, seed=config.seed, progress=progress)
-    out = runs.start(config.out, config.seed)
-    with runs.exclusive(out):  # one run per folder: a second would write over its records
+    with runs.start(config.out, config.seed) as out:
         runs.forget_history(out)
         epochs = runs.epochs_for(config)
         train_split = splits["train"]
