@@ -27,7 +27,7 @@ def show_captioned_images(images, captions, title: str, columns: int = 4, width:
         axis.set_visible(False)
     for axis, image, label in zip(axes.flat, images, labels):
         axis.set_visible(True)
-        axis.imshow(image)
+        axis.imshow(image, interpolation="nearest")  # the image's own pixels, unsmoothed
         axis.set_xlabel(label, fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()
@@ -60,25 +60,26 @@ def plot_history(history_csv: str | Path, title: str = "Training curves"):
     return figure
 
 
-def show_attention(image, words: list[str], attention: np.ndarray, title: str, columns: int = 5):
+def show_attention(image, words: list[str], attention: np.ndarray, title: str, columns: int = 6):
     """Where the decoder looked for each word: its attention over the feature map, on the image.
 
-    ``attention`` is ``(words, rows * cols)``, one softmax per generated word.
+    ``attention`` is ``(words, rows * cols)``, one softmax per generated word. Every panel
+    shares one colour scale (the bar), so a pale map is a spread-out one; each cell of the
+    map is drawn as the square of the image it covers (no smoothing between cells).
     """
     side = int(round(np.sqrt(attention.shape[-1])))
     rows = int(np.ceil(len(words) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.8 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.7 * columns + 1, 1.9 * rows + 0.5),
+                                squeeze=False, layout="constrained")
     for axis in axes.flat:
-        axis.set_visible(False)
+        axis.axis("off")
     height, width = np.asarray(image).shape[:2]
     for axis, word, weights in zip(axes.flat, words, attention):
-        axis.set_visible(True)
         axis.imshow(image)
-        axis.imshow(weights.reshape(side, side), cmap="magma", alpha=0.55,
-                    extent=(0, width, height, 0), interpolation="bilinear")
-        axis.set_xticks([])
-        axis.set_yticks([])
-        axis.set_xlabel(f'"{word}"')
+        shown = axis.imshow(weights.reshape(side, side), cmap="magma", alpha=0.6, vmin=0.0,
+                            vmax=float(attention.max()), extent=(0, width, height, 0),
+                            interpolation="nearest")
+        axis.set_title(f'"{word}"', fontsize=9)
+    figure.colorbar(shown, ax=axes, shrink=0.8, label="attention weight")
     figure.suptitle(title)
-    figure.tight_layout()
     return figure

@@ -48,6 +48,11 @@ def test_one_line_chooses_the_dataset_and_every_choice_is_known(path):
     lines = [line for s in sources for line in s.splitlines() if line.startswith("DATASET = ")]
     assert lines == ['DATASET = "shapes"'], "one line, committed on the bundled data"
     overview = "".join(cells[0]["source"])
-    assert all(f'`"{name}"`' in overview for name in DATASETS), "what to expect on each"
+    assert all(f'"{name}"`' in overview for name in DATASETS), "the choices, named"
+    # What to expect on each dataset: one table, in the README, linked from every notebook.
+    assert "(../README.md#photos-with-one-line)" in overview
+    readme = (path.parents[1] / "README.md").read_text()
+    table = readme[readme.index("### Photos with one line"):]
+    assert all(f'| `"{name}"` |' in table for name in DATASETS)
     # Settings follow the choice rather than being written out for the shapes.
     assert not any("image_size=64" in s or "evaluation_images(test_split, 64)" in s for s in sources)
