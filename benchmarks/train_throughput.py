@@ -3,9 +3,10 @@
     python benchmarks/train_throughput.py [--steps 40] [--repeats 3] [--smoke] [--out table.md]
 
 One fixed model (the attention caption model) and one fixed batch (64) unless a row says
-otherwise. Each row builds a fresh model, trains one warm-up step (tracing and compiling),
-then times ``--steps`` steps, ``--repeats`` times, after one pass over the data has filled
-the pipeline's image cache: the table gives the median and the range,
+otherwise. Each row builds a fresh model and, after one pass over the data has filled the
+pipeline's image cache, times ``--steps`` training steps one by one inside one ``fit``
+(three warm-up steps left out: tracing and compiling), ``--repeats`` times; a repeat's rate
+is its median step's, and the table gives the median of the repeats and their range,
 because on a shared machine one timing can be off by a third. Rows a device cannot run (mixed precision and cuDNN need a
 GPU) are printed as "not measured" with the reason, never estimated. It prints a markdown
 table with the device's name and the library versions, and writes it to ``--out`` too.
@@ -72,7 +73,7 @@ def main():
             # the decoded images cached, not the first epoch's PNG decoding.
             for _ in data:
                 pass
-            rates = sorted(training_speed(model, data, steps) for _ in range(repeats))
+            rates = sorted(training_speed(model, data, steps)["median"] for _ in range(repeats))
             median = rates[len(rates) // 2]
             return f"{median:.0f}" + (f" ({rates[0]:.0f} to {rates[-1]:.0f})" if repeats > 1 else "")
         except Exception as error:  # a setting this device or build cannot run

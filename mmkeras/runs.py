@@ -143,16 +143,32 @@ def use_gpu_settings() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def training_speed(model: keras.Model, data: tf.data.Dataset, steps: int = 20) -> float:
-    """Training examples per second over ``steps`` batches, after one warm-up batch.
+class _StepTimes(keras.callbacks.Callback):
+    """The wall time of each training step of a ``fit``."""
 
-    The warm-up pays for tracing and compiling the train step, which a real run pays once.
-    Introduced in ``02_training.ipynb``'s GPU section.
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seconds.append(time.perf_counter() - self._started)
+
+
+def training_speed(model: keras.Model, data: tf.data.Dataset, steps: int = 20,
+                   warmup: int = 3) -> dict[str, float]:
+    """Training examples per second, timed step by step inside one ``fit``.
+
+    The first ``warmup`` steps are left out: they trace and compile the train step and wait
+    for the pipeline's buffers to fill, which a real run pays once. Returns the rate of the
+    median step (``median``) and of the slower and faster quartile steps (``slow``,
+    ``fast``). Introduced in ``02_training.ipynb``'s GPU section.
     """
-    batches = data.repeat()
-    model.fit(batches, steps_per_epoch=1, epochs=1, verbose=0, shuffle=False)
-    started = time.perf_counter()
-    model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
-    seconds = time.perf_counter() - started
+    timer = _StepTimes()
+    model.fit(data.repeat(), steps_per_epoch=warmup + steps, epochs=1, verbose=0, shuffle=False,
+              callbacks=[timer])
     batch_size = int(next(iter(data))[1].shape[0])
-    return steps * batch_size / seconds
+    fast, median, slow = np.percentile(timer.seconds[warmup:], [25, 50, 75])
+    return {"median": batch_size / median, "slow": batch_size / slow, "fast": batch_size / fast}
