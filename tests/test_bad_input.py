@@ -245,7 +245,7 @@ def test_a_small_image_over_a_large_file_is_skipped_before_it_is_read(small_shap
     from mmkeras.data import folder
     monkeypatch.setattr(folder, "MAX_METADATA_BYTES", 1000)  # as 16 MB of padding would, in 1 kB
     padded = tmp_path / "padded.png"
-    padded.write_bytes(next((small_shapes / "Images").glob("test_*.png")).read_bytes() + bytes(64 * 64 * 4 + 1000))
+    padded.write_bytes(next((small_shapes / "Images").glob("test_*.png")).read_bytes() + bytes(64 * 64 * 8 + 1000))
     monkeypatch.setattr(tf.io, "decode_image", lambda *a, **k: pytest.fail("read before its size was checked"))
     assert folder.image_problem(padded).endswith("bytes for 64 x 64 pixels")
 

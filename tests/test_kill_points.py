@@ -100,8 +100,9 @@ def test_drawing_the_shapes_killed_at_each_write_never_leaves_a_folder_that_load
 
 
 def test_train_killed_while_writing_the_feature_cache_computes_it_again(tiny_data, tmp_path):
-    """A frozen backbone's features are cached in the data folder: a kill in the middle of
-    writing them, one before the cache's manifest is in place, and one between the old
+    """A frozen backbone's features are cached in the data folder. With a cache already there
+    and stale (an image rewritten), a kill while the new features are written (the snapshot
+    not finished), one before the new cache's manifest is in place, and one between the old
     folder's removal and the new one's rename each leave a cache that the next run computes
     again rather than trusts."""
     data = tmp_path / "data"
@@ -109,7 +110,10 @@ def test_train_killed_while_writing_the_feature_cache_computes_it_again(tiny_dat
     out = tmp_path / "run"
     args = ("train", "--data", data, "--backbone", "MobileNetV2", "--backbone-weights", "none",
             "--image-size", 32, "--decoder", "init", "--epochs", 1, "--batch-size", 8, "--out", out)
-    for write in ("train.partial#1", "manifest.json#1", "train#1"):  # the train split's cache, at each of its writes
+    assert _run(*args).returncode == 0
+    image = next((data / "Images").glob("train_*.png"))
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))  # the cache is stale
+    for write in ("train.partial#1", "manifest.json#1", "train#1"):  # the train split's cache, at each write
         killed = _run(*args, kill_at=write)
         assert killed.returncode == -signal.SIGKILL, f"never reached {write}: {killed.stderr[-2000:]}"
     again = _run(*args)

@@ -36,8 +36,10 @@ DECODABLE_FORMATS = {"PNG", "JPEG", "GIF", "BMP"}
 # float32 while it is resized). PIL itself only warns there and refuses at twice that, which
 # let images of 2.7 GB each through, several at once.
 MAX_PIXELS = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS by default
-# An encoded image is at most about its raw pixels (4 bytes each) plus its metadata (EXIF,
-# colour profile, previews): a file larger than that by more than this is not an image.
+# An encoded image is at most about its raw pixels (up to 8 bytes each: 16-bit RGBA; every
+# frame of an animated GIF) plus its metadata (EXIF, colour profile, previews): a file larger
+# than that by more than MAX_METADATA_BYTES is not an image.
+MAX_BYTES_PER_PIXEL = 8
 MAX_METADATA_BYTES = 16 * 2**20
 SHOWN_NAMES = 5
 SHOWN_NAME_LENGTH = 80
@@ -97,7 +99,8 @@ def image_problem(path: Path) -> str | None:
                 return f"format {image.format} (expected PNG, JPEG, GIF or BMP)"
             if image.width * image.height > MAX_PIXELS:  # before decoding the pixels
                 return f"too large ({image.width} x {image.height} pixels; at most {MAX_PIXELS:,})"
-            if (size := path.stat().st_size) > image.width * image.height * 4 + MAX_METADATA_BYTES:
+            needed = image.width * image.height * MAX_BYTES_PER_PIXEL * getattr(image, "n_frames", 1)
+            if (size := path.stat().st_size) > needed + MAX_METADATA_BYTES:
                 # Read whole to be decoded: a small image's header over gigabytes of data
                 # would take their memory.
                 return f"{size:,} bytes for {image.width} x {image.height} pixels"
@@ -114,7 +117,9 @@ def image_problem(path: Path) -> str | None:
     # a PNG cut inside its last chunk would have failed in the middle of an epoch.)
     try:
         tf.io.decode_image(path.read_bytes(), channels=3, expand_animations=False)
-    except tf.errors.InvalidArgumentError:
+    except OSError as error:  # gone or unreadable since its header was read
+        return f"cannot be read ({error.strerror})"
+    except tf.errors.OpError:
         return "does not decode (damaged or cut short)"
     return None
 
