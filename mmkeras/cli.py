@@ -78,7 +78,8 @@ def cmd_train(args) -> int:
                          fine_tune=args.fine_tune, fine_tune_layers=args.fine_tune_layers,
                          feature_cache=not args.no_feature_cache,
                          image_size=args.image_size,
-                         all_pairs=args.all_pairs, beam_width=args.beam, seed=args.seed,
+                         all_pairs=args.all_pairs, beam_width=args.beam,
+                         val_bleu_images=args.val_bleu_images, seed=args.seed,
                          out=args.out, smoke=args.smoke)
     # Keras' live progress bar is for terminals; logs and CI get one line per epoch.
     verbose = "auto" if sys.stdout.isatty() else 2
@@ -294,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--all-pairs", action="store_true",
                        help="train on every (image, caption) pair each epoch")
     train.add_argument("--beam", type=_positive, default=1, help="beam width for the test scores")
+    train.add_argument("--val-bleu-images", type=_non_negative, default=TrainConfig.val_bleu_images,
+                       help="validation images captioned after every epoch for the history's "
+                            "val_bleu_4 (default %(default)s; 0: none)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", default="runs/caption", help="folder for the model and its records")
     train.add_argument("--smoke", action="store_true", help="tiny data and 2 epochs, for a quick check")

@@ -55,6 +55,8 @@ class TrainConfig:
     feature_cache: bool = True  # a frozen backbone's features computed once, read from disk
     patience: int = 4
     beam_width: int = 1  # for the final test-split evaluation
+    # Validation images captioned after every epoch for the history's val_bleu_4 (0: none).
+    val_bleu_images: int = 250
     seed: int = 0
     smoke: bool = False
 

@@ -42,17 +42,25 @@ def read_history(history_csv: str | Path) -> dict[str, np.ndarray]:
 
 
 def plot_history(history_csv: str | Path, title: str = "Training curves"):
-    """Loss and masked accuracy per epoch, training against validation."""
+    """Loss and masked accuracy per epoch, training against validation; and the validation
+    BLEU-4 of the model's own captions where the history has it (a caption model's)."""
     history = read_history(history_csv)
     epochs = history["epoch"] + 1
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 3.8))
-    for axis, metric, label in ((loss_axis, "loss", "masked cross-entropy"),
-                                (accuracy_axis, "accuracy", "next-word accuracy")):
+    with_bleu = "val_bleu_4" in history
+    figure, axes = plt.subplots(1, 3 if with_bleu else 2, figsize=(14 if with_bleu else 11, 3.8))
+    for axis, metric, label in zip(axes, ("loss", "accuracy"),
+                                   ("masked cross-entropy", "next-word accuracy")):
         axis.plot(epochs, history[metric], "o-", label="training")
         axis.plot(epochs, history[f"val_{metric}"], "s--", label="validation")
-        axis.set_xlabel("epoch")
-        axis.set_ylabel(label)
         axis.set_title(label.capitalize())
+        axis.set_ylabel(label)
+    if with_bleu:
+        axes[2].plot(epochs, history["val_bleu_4"], "s--", color="C1", label="validation")
+        axes[2].set_ylim(0, 1)
+        axes[2].set_title("BLEU-4 of its greedy captions")
+        axes[2].set_ylabel("BLEU-4")
+    for axis in axes:
+        axis.set_xlabel("epoch")
         axis.legend()
         axis.grid(alpha=0.3)
     figure.suptitle(title)

@@ -79,14 +79,17 @@ def optimizer(learning_rate: float, decay_steps: int | None = None,
 
 
 def fit(model: keras.Model, train_data, validation_data, out: Path, epochs: int,
-        verbose: int | str = "auto", callbacks=(), initial_epoch: int = 0) -> dict[str, list]:
+        verbose: int | str = "auto", callbacks=(), initial_epoch: int = 0,
+        scorers=()) -> dict[str, list]:
     """``model.fit`` with validation data; each epoch appended to ``out/history.csv``.
 
-    TensorBoard logs go to ``out/logs``. ``callbacks`` run after these two, in their order
-    (the history row of an epoch is written before anything they save). The datasets
-    shuffle themselves (``fit`` cannot shuffle a ``tf.data`` dataset).
+    TensorBoard logs go to ``out/logs``. ``scorers`` are callbacks that add numbers to an
+    epoch's logs: they run first, so that their numbers reach the history. ``callbacks``
+    run after the history logger and TensorBoard, in their order (the history row of an
+    epoch is written before anything they save). The datasets shuffle themselves (``fit``
+    cannot shuffle a ``tf.data`` dataset).
     """
-    callbacks = [keras.callbacks.CSVLogger(str(Path(out) / HISTORY), append=True),
+    callbacks = [*scorers, keras.callbacks.CSVLogger(str(Path(out) / HISTORY), append=True),
                  keras.callbacks.TensorBoard(str(Path(out) / "logs")), *callbacks]
     history = model.fit(train_data, validation_data=validation_data, epochs=epochs,
                         initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,

@@ -71,6 +71,9 @@ def test_train_killed_at_each_write_finishes_when_run_again(write, tiny_data, tm
     with open(out / "history.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(row["epoch"]) for row in rows] == list(range(EPOCHS)), "every epoch once"
+    with open(out / "val_captions.csv", newline="") as handle:
+        captioned = [(int(row["epoch"]), row["image"]) for row in csv.DictReader(handle)]
+    assert captioned == [(epoch, f"val_{i:05d}.png") for epoch in range(EPOCHS) for i in range(4)]
     best = min(range(EPOCHS), key=lambda epoch: float(rows[epoch]["val_loss"]))
     best_model, final_model = load_model(out / "best.keras"), load_model(out / "model.keras")
     if best == EPOCHS - 1:  # early stopping restores the best weights: then they are one model

@@ -324,3 +324,29 @@ def test_an_unreadable_best_model_leaves_early_stopping_without_memory(tmp_path,
     callback.on_train_begin()
     assert callback.best is None and callback.best_weights is None
     assert "best.keras could not be read" in capsys.readouterr().out
+
+
+def test_every_epoch_scores_the_captions_of_that_epochs_model_into_the_history(tmp_path):
+    from mmkeras.caption.decoding import CaptionDecoder
+    from mmkeras.caption.metrics import caption_metrics
+    from mmkeras.data.catalog import load_dataset
+    from mmkeras.data.images import images_in_memory
+
+    config = TrainConfig(smoke=True, decoder="attention", out=str(tmp_path), val_bleu_images=16)
+    _, splits = load_dataset("shapes", smoke=True, progress=False)
+    images, references = images_in_memory(splits["val"], 64)[:16], splits["val"].captions[:16]
+    expected = []
+
+    class ScoreAgain(keras.callbacks.Callback):  # runs after the scorer, on the same weights
+        def on_epoch_end(self, epoch, logs=None):
+            captions = CaptionDecoder(self.model).captions(images)
+            expected.append((caption_metrics(references, captions)["bleu_4"], captions[:4]))
+
+    train(config, verbose=0, progress=False, callbacks=[ScoreAgain()])
+    with open(tmp_path / "history.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(row["val_bleu_4"]) for row in rows] == pytest.approx([b for b, _ in expected])
+    assert all(float(row["epoch_seconds"]) > 0 and float(row["val_bleu_seconds"]) > 0 for row in rows)
+    with open(tmp_path / "val_captions.csv", newline="") as handle:
+        shown = [(int(row["epoch"]), row["caption"]) for row in csv.DictReader(handle)]
+    assert shown == [(epoch, c) for epoch, (_, captions) in enumerate(expected) for c in captions]

@@ -36,7 +36,10 @@ class CaptionDecoder:
         self.uses_attention = self.stepwise.uses_attention
         # A fixed signature with an unknown batch size: one trace serves every batch, and the
         # loop variables keep the same (unknown) shapes from one step to the next.
-        images = tf.TensorSpec([None, *caption_model.input["image"].shape[1:]], tf.uint8)
+        # uint8 images, or a frozen backbone's float features while training on the cache.
+        image_input = caption_model.input["image"]
+        self.input_dtype = tf.as_dtype(image_input.dtype)
+        images = tf.TensorSpec([None, *image_input.shape[1:]], self.input_dtype)
         self._greedy = tf.function(self.greedy_search, input_signature=[images])
         self._beam = tf.function(self.beam_search,
                                  input_signature=[images, tf.TensorSpec([], tf.int32)])
@@ -111,7 +114,7 @@ class CaptionDecoder:
         return tf.gather(sequences, best, batch_dims=1)
 
     def token_ids(self, images, beam_width: int = 1) -> np.ndarray:
-        images = tf.convert_to_tensor(images, tf.uint8)
+        images = tf.convert_to_tensor(images, self.input_dtype)
         if beam_width <= 1:
             return self._greedy(images)[0].numpy()
         return self._beam(images, tf.constant(beam_width)).numpy()
@@ -124,7 +127,7 @@ class CaptionDecoder:
         if not self.uses_attention:
             raise ValueError("this caption model has no attention decoder (it was trained with "
                              "--decoder init)")
-        token_ids, attention = self._greedy(tf.convert_to_tensor(images, tf.uint8))
+        token_ids, attention = self._greedy(tf.convert_to_tensor(images, self.input_dtype))
         return ids_to_captions(token_ids.numpy(), self.vocabulary), attention.numpy()
 
     def caption_batches(self, images: tf.data.Dataset, beam_width: int = 1,

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from mmkeras.atomic import kill_point, save_model, write_json, write_text
+from mmkeras.caption.validation import VAL_CAPTIONS
 from mmkeras.config import TrainConfig
 from mmkeras.errors import UserError
 from mmkeras.runs import HISTORY, forget_history
@@ -91,6 +92,7 @@ def backup_epochs(out: Path) -> int | None:
 
 def start_afresh(out: Path, config: TrainConfig) -> None:
     forget_history(out)
+    (out / VAL_CAPTIONS).unlink(missing_ok=True)
     shutil.rmtree(out / BACKUP, ignore_errors=True)
     set_stage(out, config, "training")
 

@@ -28,10 +28,11 @@ from mmkeras.caption.resume import (
     stage_to_resume,
     start_afresh,
 )
+from mmkeras.caption.validation import ValidationCaptions
 from mmkeras.config import TrainConfig
 from mmkeras.data.catalog import load_dataset
 from mmkeras.data.feature_cache import cached_features, weights_fingerprint
-from mmkeras.data.images import evaluation_images
+from mmkeras.data.images import evaluation_images, split_images
 from mmkeras.data.pairs import caption_dataset
 from mmkeras.data.text import MAX_CAPTION_WORDS, build_vectorizer, caption_lengths, vectorizer_vocabulary
 from mmkeras.nn.image_encoders import (
@@ -148,7 +149,14 @@ def _fit(config: TrainConfig, data_dir: Path, train_split, val_split, vectorizer
                                  all_pairs=config.all_pairs, seed=config.seed, images=train_images)
     val_data = caption_dataset(val_split, vectorizer, config.image_size, batch_size,
                                shuffle=False, seed=config.seed, images=val_images)
-    runs.fit(caption_model, train_data, val_data, Path(config.out), epochs, verbose, callbacks)
+    scorers = []
+    if config.val_bleu_images:
+        scorers.append(ValidationCaptions(
+            val_images if cache_features else split_images(val_split, config.image_size, cache=False),
+            val_split.captions[:config.val_bleu_images],
+            [Path(path).name for path in val_split.image_paths], Path(config.out)))
+    runs.fit(caption_model, train_data, val_data, Path(config.out), epochs, verbose, callbacks,
+             scorers=scorers)
     if cache_features:  # the backbone goes back under the trained layers: images in
         caption_model = with_backbone(caption_model, backbone)
     return caption_model
