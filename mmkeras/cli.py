@@ -16,6 +16,7 @@ from mmkeras.config import (
     BLIND_BASELINES,
     DECODERS,
     DEFAULT_FUSION,
+    ENCODERS,
     FUSIONS,
     TASKS,
     RetrievalConfig,
@@ -72,7 +73,7 @@ def cmd_flickr8k(args) -> int:
 def cmd_train(args) -> int:
     from mmkeras.caption.metrics import format_metrics
     from mmkeras.caption.train import train
-    config = TrainConfig(data=args.data, decoder=args.decoder, epochs=args.epochs,
+    config = TrainConfig(data=args.data, decoder=args.decoder, encoder=args.encoder, epochs=args.epochs,
                          batch_size=args.batch_size, backbone=args.backbone,
                          backbone_weights=None if args.backbone_weights == "none" else "imagenet",
                          fine_tune=args.fine_tune, fine_tune_layers=args.fine_tune_layers,
@@ -278,7 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "first use), 'coco' (MS-COCO through tensorflow-datasets) or a "
                             "folder in the Flickr8k layout")
     train.add_argument("--decoder", choices=DECODERS, default=TrainConfig.decoder,
-                       help="attention: show, attend and tell; init: show and tell")
+                       help="attention: show, attend and tell; init: show and tell; "
+                            "transformer: Transformer decoder blocks")
+    train.add_argument("--encoder", choices=ENCODERS, default=TrainConfig.encoder,
+                       help="the image encoder trained from scratch: a small CNN or a small "
+                            "Vision Transformer (--backbone NAME: a pretrained one instead)")
     train.add_argument("--epochs", type=_positive, default=TrainConfig.epochs)
     train.add_argument("--batch-size", type=_positive, default=TrainConfig.batch_size)
     train.add_argument("--backbone", help="a keras.applications model, e.g. MobileNetV2")

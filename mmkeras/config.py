@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The caption decoders (mmkeras.caption.model): show and tell, and show, attend and tell.
-DECODERS = ("attention", "init")
+# The caption decoders (mmkeras.caption.model): show and tell, show, attend and tell, and
+# Transformer blocks (mmkeras.caption.transformer).
+DECODERS = ("attention", "init", "transformer")
+# The image encoders trained from scratch (mmkeras.nn.image_encoders); --backbone NAME takes
+# a pretrained keras.applications model instead.
+ENCODERS = ("cnn", "vit")
 # How the image and text branches of a fused classifier meet (mmkeras.tasks.fusion).
 FUSIONS = ("concat", "gate", "product", "film", "attention", "film_attention", "early")
 # Classifiers that read only the text or only the image: what each task allows a blind guesser.
@@ -37,6 +41,7 @@ class TrainConfig:
 
     data: str = "shapes"  # "shapes", "flickr8k", "coco", or a folder in the Flickr8k layout
     decoder: str = "attention"
+    encoder: str = "cnn"  # from scratch, when there is no backbone: "cnn" or "vit"
     epochs: int = 15
     out: str = "runs/caption"
     batch_size: int = 64

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import platform
 import time
+import zipfile
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -105,12 +106,23 @@ def forget_history(out: Path) -> None:
 save_model = atomic.save_model
 
 
+def _uses_keras_hub(path: Path) -> bool:
+    """Whether a ``.keras`` archive's config names a ``keras_hub`` layer (a Transformer's)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return b'"keras_hub' in archive.read("config.json")
+    except (zipfile.BadZipFile, KeyError, OSError):
+        return False  # load_model says what is wrong with the file
+
+
 def load_model(path) -> keras.Model:
     """Load a ``.keras`` model safely; a missing or damaged file is the user's to fix."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: model file not found; expected a model.keras written by "
                         "`python -m mmkeras train` (or vqa, match, retrieval)")
+    if _uses_keras_hub(path):  # registers keras_hub's layers and ours on it, only when needed
+        import mmkeras.nn.transformer_embedding  # noqa: F401
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises many types for a damaged archive

@@ -234,3 +234,24 @@ def test_a_negative_number_of_fine_tuned_layers_is_refused(tmp_path):
     assert completed.returncode == 2
     assert "expected a whole number of 0 or more, got -1" in completed.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_transformer_on_a_vision_transformer_trains_and_captions(tmp_path, small_shapes):
+    out = tmp_path / "run"
+    completed = run_cli("train", "--data", small_shapes, "--decoder", "transformer", "--encoder", "vit",
+                        "--epochs", 1, "--batch-size", 16, "--out", out)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert (config["decoder"], config["encoder"]) == ("transformer", "vit")
+    image = sorted((small_shapes / "Images").glob("test_*.png"))[0]
+    captioned = run_cli("caption", "--model", out / "model.keras", image, "--beam", 2)
+    assert captioned.returncode == 0, captioned.stderr[-3000:]
+    assert captioned.stdout.startswith(f"{image}\t")
+
+
+def test_an_encoder_and_a_backbone_together_are_refused(tmp_path):
+    completed = run_cli("train", "--encoder", "vit", "--backbone", "MobileNetV2", "--out", tmp_path / "run")
+    assert completed.returncode == 2
+    assert "--encoder vit and --backbone MobileNetV2: choose one" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert not (tmp_path / "run").exists()

@@ -150,3 +150,19 @@ def test_token_ids_become_the_same_text_in_the_graph_as_in_python():
     in_graph = [c.decode() for c in token_ids_to_text(tf.constant(token_ids), vocabulary).numpy()]
     assert in_graph == ids_to_captions(token_ids, vocabulary)
     assert in_graph == ["a red circle", "a [UNK] circle", "", "circle circle circle circle circle circle"]
+
+
+def test_a_transformer_captioner_exports_with_the_same_captions(small_shapes, image_files, tmp_path):
+    from mmkeras.caption.export import export_saved_model
+    keras.utils.set_random_seed(2)
+    train = load_captions(small_shapes)["train"]
+    vocabulary = vectorizer_vocabulary(build_vectorizer([c for refs in train.captions for c in refs], 12))
+    model_file = tmp_path / "transformer.keras"
+    build_caption_model(vocabulary, 12, "transformer", units=32).save(model_file)
+    serving = tf.saved_model.load(str(export_saved_model(keras.saving.load_model(model_file),
+                                                         tmp_path / "saved")))
+    images = tf.constant([open(path, "rb").read() for path in image_files])
+    greedy = [c.decode() for c in serving.serve(images)["captions"].numpy()]
+    beam = [c.decode() for c in serving.serve_beam(images, tf.constant(3))["captions"].numpy()]
+    assert greedy == _expected_captions(model_file, image_files)
+    assert beam == _expected_captions(model_file, image_files, beam_width=3)

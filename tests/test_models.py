@@ -29,7 +29,7 @@ def test_caption_model_maps_images_and_words_to_next_word_logits(decoder):
 
 def test_unknown_decoder_is_refused():
     with pytest.raises(ValueError, match="decoder must be one of"):
-        build_caption_model(VOCABULARY, 5, decoder="transformer")
+        build_caption_model(VOCABULARY, 5, decoder="gru")
 
 
 def test_backbone_by_name_with_its_own_preprocessing():
@@ -108,3 +108,25 @@ def test_fine_tuning_trains_the_top_layers_only_and_never_batch_norm():
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in trainable)
     everything = image_encoders.build_backbone("MobileNetV2", 64, weights=None, fine_tune=True, fine_tune_layers=0)
     assert len(everything.trainable_weights) > len(tuned.trainable_weights)
+
+
+def test_a_vision_transformer_encoder_gives_the_cnns_feature_map():
+    vit = image_encoders.build_image_encoder(64, feature_dim=16, encoder="vit")
+    cnn = image_encoders.build_image_encoder(64, feature_dim=16)
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    assert vit(images).shape == cnn(images).shape == (2, 8, 8, 16)
+    names = [layer.name for layer in vit.layers]
+    assert "patch_embedding" in names and "vit_block_0" in names
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        image_encoders.build_image_encoder(64, encoder="mlp")
+
+
+def test_a_transformer_captioner_on_a_vit_saves_and_loads_safely(tmp_path):
+    encoder = image_encoders.build_image_encoder(64, feature_dim=16, encoder="vit")
+    caption_model = build_caption_model(VOCABULARY, 5, "transformer", encoder, units=16)
+    caption_model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    inputs = {"image": np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8),
+              "caption_in": np.array([[2, 4, 5, 6, 3, 0], [2, 4, 0, 0, 0, 0]], np.int32)}
+    np.testing.assert_allclose(caption_model(inputs), loaded(inputs), atol=1e-5)
+    assert decoder_kind(loaded) == "transformer"

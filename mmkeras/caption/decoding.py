@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from mmkeras.caption.model import StepwiseDecoder, caption_vocabulary, max_caption_length_of
+from mmkeras.caption.model import caption_vocabulary, max_caption_length_of, stepwise_decoder
 from mmkeras.data.text import END, START, ids_to_captions
 
 NEG_INF = -1e9
@@ -32,7 +32,7 @@ class CaptionDecoder:
         self.max_caption_length = max_caption_length_of(caption_model)
         self.start_id = self.vocabulary.index(START)
         self.end_id = self.vocabulary.index(END)
-        self.stepwise = StepwiseDecoder(caption_model)
+        self.stepwise = stepwise_decoder(caption_model)
         self.uses_attention = self.stepwise.uses_attention
         # A fixed signature with an unknown batch size: one trace serves every batch, and the
         # loop variables keep the same (unknown) shapes from one step to the next.

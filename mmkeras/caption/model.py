@@ -29,11 +29,17 @@ def with_backbone(feature_caption_model: keras.Model, backbone: keras.Model) -> 
     trained = feature_caption_model.get_layer
     projection = trained("image_encoder").get_layer("feature_projection")
     encoder = build_image_encoder(feature_dim=projection.filters, backbone=backbone)
-    caption_model = build_caption_model(
-        caption_vocabulary(feature_caption_model), max_caption_length_of(feature_caption_model),
-        decoder_kind(feature_caption_model), encoder,
-        embedding_dim=trained("word_embedding").output_dim, units=trained("decoder_lstm").units,
-        dropout=trained("decoder_dropout").rate)
+    vocabulary, max_caption_length = (caption_vocabulary(feature_caption_model),
+                                      max_caption_length_of(feature_caption_model))
+    if is_transformer(feature_caption_model):
+        from mmkeras.caption.transformer import build_transformer_caption_model, transformer_settings
+        caption_model = build_transformer_caption_model(
+            vocabulary, max_caption_length, encoder, **transformer_settings(feature_caption_model))
+    else:
+        caption_model = build_caption_model(
+            vocabulary, max_caption_length, decoder_kind(feature_caption_model), encoder,
+            embedding_dim=trained("word_embedding").output_dim, units=trained("decoder_lstm").units,
+            dropout=trained("decoder_dropout").rate)
     caption_model.get_layer("image_encoder").get_layer("feature_projection").set_weights(
         projection.get_weights())
     for layer in feature_caption_model.layers:
@@ -52,7 +58,8 @@ def build_caption_model(vocabulary: list[str], max_caption_length: int, decoder:
     ``decoder="attention"`` (show, attend and tell): the same, and the LSTM output at each
     step also attends over the encoder's spatial feature map (Luong-style, after the LSTM,
     so that decoding one word costs one attention), the attended context joining the
-    prediction.
+    prediction. ``decoder="transformer"``: Transformer decoder blocks instead of the LSTM
+    (:mod:`mmkeras.caption.transformer`; ``units`` wide, ``embedding_dim`` unused).
 
     :class:`StepwiseDecoder` runs the same layers one word at a time, finding them by the
     names given here. ``use_cudnn=False`` forces the generic LSTM kernel on a GPU
@@ -61,6 +68,11 @@ def build_caption_model(vocabulary: list[str], max_caption_length: int, decoder:
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
     image_encoder = image_encoder or build_image_encoder(image_size)
+    if decoder == "transformer":
+        # Imported here: keras_hub adds two seconds to every start-up that never needs it.
+        from mmkeras.caption.transformer import build_transformer_caption_model
+        return build_transformer_caption_model(vocabulary, max_caption_length, image_encoder,
+                                               units=units, dropout=dropout)
     # uint8 images, or float features of a frozen backbone (mmkeras.data.feature_cache).
     image = keras.Input(image_encoder.input_shape[1:], dtype=image_encoder.input.dtype, name="image")
     caption_in = keras.Input((max_caption_length + 1,), dtype="int32", name="caption_in")
@@ -88,7 +100,14 @@ def build_caption_model(vocabulary: list[str], max_caption_length: int, decoder:
                        name=f"caption_model_{decoder}")
 
 
+def is_transformer(caption_model: keras.Model) -> bool:
+    # By the class's name, so that LSTM models never import keras_hub.
+    return any(type(layer).__name__ == "TransformerDecoder" for layer in caption_model.layers)
+
+
 def decoder_kind(caption_model: keras.Model) -> str:
+    if is_transformer(caption_model):
+        return "transformer"
     names = {layer.name for layer in caption_model.layers}
     return "attention" if "attention" in names else "init"
 
@@ -114,9 +133,18 @@ def compile_caption_model(caption_model: keras.Model, learning_rate: float = 2e-
     return caption_model
 
 
+def stepwise_decoder(caption_model: keras.Model):
+    """The caption model one word at a time: a :class:`StepwiseDecoder`, or for a
+    Transformer a :class:`~mmkeras.caption.transformer.TransformerSteps`."""
+    if is_transformer(caption_model):
+        from mmkeras.caption.transformer import TransformerSteps
+        return TransformerSteps(caption_model)
+    return StepwiseDecoder(caption_model)
+
+
 class StepwiseDecoder:
-    """A caption model's decoder, one word at a time: :meth:`encode` once per image, then
-    :meth:`step` once per word, carrying the LSTM state instead of re-reading the prefix.
+    """An LSTM caption model's decoder, one word at a time: :meth:`encode` once per image,
+    then :meth:`step` once per word, carrying the LSTM state instead of re-reading the prefix.
 
     The same layers (the same weights) as the caption model, found by the names
     :func:`build_caption_model` gives them.

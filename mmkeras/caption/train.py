@@ -35,6 +35,7 @@ from mmkeras.data.feature_cache import cached_features, weights_fingerprint
 from mmkeras.data.images import evaluation_images, split_images
 from mmkeras.data.pairs import caption_dataset
 from mmkeras.data.text import MAX_CAPTION_WORDS, build_vectorizer, caption_lengths, vectorizer_vocabulary
+from mmkeras.errors import UserError
 from mmkeras.nn.image_encoders import (
     backbone_constructor,
     build_backbone,
@@ -54,6 +55,9 @@ def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = Tru
     :func:`mmkeras.runs.use_gpu_settings`' choice (a MirroredStrategy over several GPUs).
     """
     started = time.perf_counter()
+    if config.backbone and config.encoder != "cnn":  # before the run's folder is made
+        raise UserError(f"--encoder {config.encoder} and --backbone {config.backbone}: choose one "
+                        "(--encoder trains an encoder from scratch, --backbone uses a pretrained one)")
     with runs.start(config.out, config.seed) as out:
         return _train(config, out, started, verbose, progress, callbacks, strategy)
 
@@ -132,7 +136,8 @@ def _fit(config: TrainConfig, data_dir: Path, train_split, val_split, vectorizer
         else:
             image_encoder = build_image_encoder(config.image_size, config.feature_dim,
                                                 config.backbone, config.backbone_weights,
-                                                config.fine_tune, config.fine_tune_layers)
+                                                config.fine_tune, config.fine_tune_layers,
+                                                encoder=config.encoder)
         caption_model = build_caption_model(
             vocabulary, max_caption_length, config.decoder, image_encoder,
             embedding_dim=config.embedding_dim, units=config.units, dropout=config.dropout)

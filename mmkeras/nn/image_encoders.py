@@ -1,6 +1,7 @@
-"""The image encoders: a small CNN trained from scratch, or any ``keras.applications`` backbone.
+"""The image encoders: a small CNN or a small Vision Transformer trained from scratch, or any
+``keras.applications`` backbone.
 
-Both give a ``(rows, cols, feature_dim)`` feature map of uint8 images, for every task.
+All give a ``(rows, cols, feature_dim)`` feature map of uint8 images, for every task.
 Introduced in ``02_training.ipynb``.
 """
 
@@ -11,8 +12,9 @@ import sys
 import keras
 from keras import layers, ops
 
+from mmkeras.config import ENCODERS
 from mmkeras.errors import UserError
-from mmkeras.nn.layers import CoordinateChannels
+from mmkeras.nn.layers import CoordinateChannels, PositionEmbedding
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")
@@ -93,19 +95,44 @@ def small_cnn(pixels, filters=(16, 32, 64)):
     return x
 
 
+def small_vit(pixels, patch_size: int = 8, width: int = 128, blocks: int = 2, heads: int = 4):
+    """The from-scratch Vision Transformer body: pixels in 0..1 to a map ``patch_size`` times
+    smaller a side, as the CNN's (8 x 8 for 64 px), so everything after it is unchanged.
+
+    Patches cut and embedded linearly in one strided convolution (the ViT paper's
+    "linear projection of flattened patches"), a learned position vector each, then
+    ``keras_hub``'s Transformer encoder blocks, and a final layer norm. No class token:
+    the caption decoders read every position.
+    """
+    import keras_hub  # here, not at the top: a CNN or a backbone does not need it
+
+    patches = layers.Conv2D(width, patch_size, strides=patch_size, name="patch_embedding")(pixels)
+    rows, cols = patches.shape[1:3]
+    x = layers.Reshape((rows * cols, width), name="patch_sequence")(patches)
+    x = PositionEmbedding(name="patch_positions")(x)
+    for block in range(blocks):
+        x = keras_hub.layers.TransformerEncoder(intermediate_dim=2 * width, num_heads=heads,
+                                                normalize_first=True, name=f"vit_block_{block}")(x)
+    x = layers.LayerNormalization(epsilon=1e-6, name="vit_norm")(x)
+    return layers.Reshape((rows, cols, width), name="patch_grid")(x)
+
+
 def build_image_encoder(image_size: int = 64, feature_dim: int | None = 128, backbone: str | None = None,
                         backbone_weights: str | None = "imagenet",
                         fine_tune: bool = False, fine_tune_layers: int = 20,
-                        coordinates: bool = False, filters=(16, 32, 64)) -> keras.Model:
+                        coordinates: bool = False, filters=(16, 32, 64),
+                        encoder: str = "cnn") -> keras.Model:
     """uint8 images to a ``(rows, cols, feature_dim)`` feature map.
 
     With no ``backbone``, a small CNN trained from scratch (right for 64 px shapes), of
-    ``filters`` per scale; otherwise a ``keras.applications`` model by name (a name, or a
+    ``filters`` per scale, or with ``encoder="vit"`` a small Vision Transformer; otherwise a ``keras.applications`` model by name (a name, or a
     model from :func:`build_backbone`), frozen unless ``fine_tune``. With ``coordinates``,
     each position's x and y join the pixels (CoordConv): the multimodal tasks' questions
     about where things are need them. ``feature_dim=None``: the map as the body makes it,
     with no 1 x 1 projection.
     """
+    if encoder not in ENCODERS:
+        raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
     if isinstance(backbone, keras.Model):
         image_size = backbone.input_shape[1]
     images = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
@@ -113,7 +140,7 @@ def build_image_encoder(image_size: int = 64, feature_dim: int | None = 128, bac
         x = layers.Rescaling(1 / 255, name="rescale")(images)
         if coordinates:
             x = CoordinateChannels(name="pixel_coordinates")(x)
-        x = small_cnn(x, filters)
+        x = small_vit(x) if encoder == "vit" else small_cnn(x, filters)
     else:
         if not isinstance(backbone, keras.Model):
             backbone = build_backbone(backbone, image_size, backbone_weights, fine_tune,
