@@ -15,7 +15,7 @@ import platform
 import time
 import zipfile
 from collections.abc import Iterator
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import keras
@@ -106,13 +106,22 @@ def forget_history(out: Path) -> None:
 save_model = atomic.save_model
 
 
+MAX_CONFIG_BYTES = 64 * 2**20  # a model's config.json is kilobytes; more is not ours to read
+
+
 def _uses_keras_hub(path: Path) -> bool:
-    """Whether a ``.keras`` archive's config names a ``keras_hub`` layer (a Transformer's)."""
+    """Whether a ``.keras`` archive's config names a ``keras_hub`` layer (a Transformer's).
+
+    Read before Keras checks the archive, so it reads no more than a config can need.
+    """
     try:
         with zipfile.ZipFile(path) as archive:
-            return b'"keras_hub' in archive.read("config.json")
-    except (zipfile.BadZipFile, KeyError, OSError):
-        return False  # load_model says what is wrong with the file
+            if archive.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
+                return False
+            with archive.open("config.json") as config:
+                return b'"keras_hub' in config.read(MAX_CONFIG_BYTES)
+    except Exception:  # damaged, encrypted, not a zip: Keras' own load says what is wrong
+        return False
 
 
 def load_model(path) -> keras.Model:
@@ -136,7 +145,14 @@ def package_versions() -> dict[str, str]:
     import cv2
     return {"python": platform.python_version(), "tensorflow": tf.__version__,
             "keras": keras.__version__, "numpy": np.__version__, "opencv": cv2.__version__,
-            "pycocoevalcap": version("pycocoevalcap")}
+            "pycocoevalcap": version("pycocoevalcap"), **_keras_hub_version()}
+
+
+def _keras_hub_version() -> dict[str, str]:
+    try:  # optional (the Transformer and the ViT need it)
+        return {"keras_hub": version("keras-hub")}
+    except PackageNotFoundError:
+        return {}
 
 
 def record(out: Path, config, metrics: dict, **facts) -> dict:

@@ -255,3 +255,15 @@ def test_an_encoder_and_a_backbone_together_are_refused(tmp_path):
     assert "--encoder vit and --backbone MobileNetV2: choose one" in completed.stderr
     assert "Traceback" not in completed.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_transformer_without_keras_hub_says_how_to_install_it(tmp_path):
+    without_keras_hub = ("import sys; sys.modules['keras_hub'] = None; "
+                         "from mmkeras.cli import main; sys.exit(main(sys.argv[1:]))")
+    completed = subprocess.run(
+        [sys.executable, "-c", without_keras_hub, "train", "--decoder", "transformer",
+         "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert "need keras-hub: pip install 'mmkeras[transformer]'" in completed.stderr
+    assert not (tmp_path / "run").exists()

@@ -119,6 +119,16 @@ def test_a_finished_run_is_replaced_only_by_one_with_its_settings(tmp_path):
     assert stage_to_resume(tmp_path, config) is None, "the same settings: train afresh, as asked"
 
 
+def test_a_run_saved_before_a_setting_existed_had_its_default(tmp_path):
+    config = _finished_run(tmp_path)
+    state = json.loads((tmp_path / "run_state.json").read_text())
+    del state["settings"]["val_bleu_images"], state["settings"]["encoder"]  # added later
+    (tmp_path / "run_state.json").write_text(json.dumps(state))
+    assert stage_to_resume(tmp_path, config) is None, "the same settings, as they were then"
+    with pytest.raises(UserError, match=r"other settings \(encoder\)"):
+        stage_to_resume(tmp_path, dataclasses.replace(config, encoder="vit"))
+
+
 def _caption_run(data, out):
     return train(TrainConfig(data=str(data), smoke=True, decoder="init", out=str(out)),
                  verbose=0, progress=False)

@@ -1,8 +1,9 @@
 """Free-running caption decoding: greedy and beam search, batched and compiled.
 
 The caption model is trained on whole teacher-forced sequences; to generate, the same
-layers run one word at a time (:class:`~mmkeras.caption.model.StepwiseDecoder`), carrying
-the decoder's state from step to step instead of re-reading the whole prefix.
+layers run one word at a time (:func:`~mmkeras.caption.model.stepwise_decoder`), carrying
+the decoder's state (an LSTM's, or a Transformer's key/value caches) from step to step
+instead of re-reading the whole prefix.
 Introduced in ``03_evaluation.ipynb``.
 """
 
@@ -125,8 +126,8 @@ class CaptionDecoder:
     def captions_with_attention(self, images):
         """Greedy captions and, per generated word, the attention over the feature map."""
         if not self.uses_attention:
-            raise ValueError("this caption model has no attention decoder (it was trained with "
-                             "--decoder init)")
+            raise ValueError("this caption model has no attention map to show (it was trained "
+                             "with --decoder init or transformer)")
         token_ids, attention = self._greedy(tf.convert_to_tensor(images, self.input_dtype))
         return ids_to_captions(token_ids.numpy(), self.vocabulary), attention.numpy()
 

@@ -1,11 +1,12 @@
-"""The caption model: an image encoder and an Embedding + LSTM decoder in one functional model.
+"""The caption model: an image encoder and a decoder in one functional model.
 
-Two decoders: ``init`` (show and tell) and ``attention`` (show, attend and tell). For
-decoding, :class:`StepwiseDecoder` gives each one's two halves: the encoder, run once per
-image, and one decoding step, run once per word (:mod:`mmkeras.caption.decoding` searches
-over that step). Every layer is a built-in Keras layer or a registered one from
-:mod:`mmkeras.nn`, so a model saved as ``.keras`` loads with ``safe_mode=True``.
-Introduced in ``02_training.ipynb``.
+Three decoders: ``init`` (show and tell) and ``attention`` (show, attend and tell), an
+Embedding and an LSTM, built here; and ``transformer`` (:mod:`mmkeras.caption.transformer`).
+For decoding, :func:`stepwise_decoder` gives each one's two halves: the encoder, run once
+per image, and one decoding step, run once per word (:mod:`mmkeras.caption.decoding`
+searches over that step). Every layer is a built-in Keras layer, a ``keras_hub`` one or a
+registered one from :mod:`mmkeras.nn`, so a model saved as ``.keras`` loads with
+``safe_mode=True``. Introduced in ``02_training.ipynb``.
 """
 
 from __future__ import annotations

@@ -61,8 +61,10 @@ def stage_to_resume(out: Path, config: TrainConfig) -> str | None:
         stage = "finished"
     else:
         return None
-    if state.get("settings") != settings(config):
-        changed = sorted(k for k, v in settings(config).items() if state.get("settings", {}).get(k) != v)
+    # A setting added since the run was saved had, in that run, its default value.
+    saved = {**settings(TrainConfig()), **state.get("settings", {})}
+    if saved != settings(config):
+        changed = sorted(k for k, v in settings(config).items() if saved.get(k) != v)
         if stage == "finished":
             raise UserError(f"{out} holds a finished run with other settings ({', '.join(changed)}); "
                             "choose another --out, or delete that folder to train there afresh")

@@ -58,6 +58,9 @@ def train(config: TrainConfig, verbose: int | str = "auto", progress: bool = Tru
     if config.backbone and config.encoder != "cnn":  # before the run's folder is made
         raise UserError(f"--encoder {config.encoder} and --backbone {config.backbone}: choose one "
                         "(--encoder trains an encoder from scratch, --backbone uses a pretrained one)")
+    if config.decoder == "transformer" or config.encoder == "vit":
+        # keras-hub (optional), or the message that says how to install it, before any write.
+        import mmkeras.nn.transformer_embedding  # noqa: F401
     with runs.start(config.out, config.seed) as out:
         return _train(config, out, started, verbose, progress, callbacks, strategy)
 

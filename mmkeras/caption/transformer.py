@@ -10,12 +10,11 @@ cache ``keras_hub``'s layers take), so a step costs one position, not the whole 
 from __future__ import annotations
 
 import keras
-import keras_hub
 import tensorflow as tf
 from keras import layers
 
 from mmkeras.nn.attention import attention_memory
-from mmkeras.nn.transformer_embedding import TokenAndPositionWords
+from mmkeras.nn.transformer_embedding import TokenAndPositionWords, keras_hub
 
 
 def build_transformer_caption_model(vocabulary: list[str], max_caption_length: int,
@@ -76,7 +75,7 @@ class TransformerSteps:
                                    name="caption_encoder")
 
     def _cache(self, batch, length, block):
-        key_dim = block._self_attention_layer.key_dim  # units // heads
+        key_dim = self.embedding.embedding_dim // block.num_heads
         return tf.zeros([batch, 2, length, block.num_heads, key_dim], self.embedding.compute_dtype)
 
     def encode(self, images):
@@ -98,7 +97,8 @@ class TransformerSteps:
 
     def step(self, tokens, state, memory):
         """``(logits, state, None)`` for the next word after ``tokens``."""
-        position = state[0][0]  # every row is at the same position
+        # Every row is at the same position; the sum of the first (none in an empty batch).
+        position = tf.reduce_sum(state[0][:1])
         x = self.embedding(tokens[:, None], start_index=position)
         new_state = [state[0] + 1]
         for index, block in enumerate(self.blocks):

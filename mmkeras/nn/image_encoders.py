@@ -104,8 +104,12 @@ def small_vit(pixels, patch_size: int = 8, width: int = 128, blocks: int = 2, he
     ``keras_hub``'s Transformer encoder blocks, and a final layer norm. No class token:
     the caption decoders read every position.
     """
-    import keras_hub  # here, not at the top: a CNN or a backbone does not need it
+    # Here, not at the top: a CNN or a backbone does not need keras_hub (an optional dependency).
+    from mmkeras.nn.transformer_embedding import keras_hub
 
+    if pixels.shape[1] % patch_size or pixels.shape[2] % patch_size:
+        raise UserError(f"--encoder vit cuts {patch_size} x {patch_size} patches; the image size "
+                        f"({pixels.shape[1]}) must be a multiple of {patch_size}")
     patches = layers.Conv2D(width, patch_size, strides=patch_size, name="patch_embedding")(pixels)
     rows, cols = patches.shape[1:3]
     x = layers.Reshape((rows * cols, width), name="patch_sequence")(patches)
@@ -125,14 +129,17 @@ def build_image_encoder(image_size: int = 64, feature_dim: int | None = 128, bac
     """uint8 images to a ``(rows, cols, feature_dim)`` feature map.
 
     With no ``backbone``, a small CNN trained from scratch (right for 64 px shapes), of
-    ``filters`` per scale, or with ``encoder="vit"`` a small Vision Transformer; otherwise a ``keras.applications`` model by name (a name, or a
-    model from :func:`build_backbone`), frozen unless ``fine_tune``. With ``coordinates``,
+    ``filters`` per scale, or with ``encoder="vit"`` a small Vision Transformer; otherwise a
+    ``keras.applications`` model by name (a name, or a model from :func:`build_backbone`),
+    frozen unless ``fine_tune``. With ``coordinates``,
     each position's x and y join the pixels (CoordConv): the multimodal tasks' questions
     about where things are need them. ``feature_dim=None``: the map as the body makes it,
     with no 1 x 1 projection.
     """
     if encoder not in ENCODERS:
         raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+    if backbone is not None and encoder != "cnn":
+        raise ValueError(f"encoder={encoder!r} trains an encoder from scratch; a backbone replaces it")
     if isinstance(backbone, keras.Model):
         image_size = backbone.input_shape[1]
     images = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")

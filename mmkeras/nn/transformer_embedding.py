@@ -9,29 +9,29 @@ that need it).
 
 from __future__ import annotations
 
-import warnings
-
 import keras
-import keras_hub
 
-# keras_hub's blocks hand their masked inputs to inner layers that do not take masks (the
-# attention's query, key and value projections); Keras warns at each. The padding mask is
-# not lost: the blocks turn it into the attention mask themselves.
-warnings.filterwarnings("ignore", category=UserWarning,
-                        message=r"Layer '\w+' \(of type \w+\) was passed an input with a mask attached")
+from mmkeras.errors import UserError
+
+try:
+    import keras_hub
+except ModuleNotFoundError:  # an optional dependency: the LSTM models never need it
+    raise UserError("the Transformer decoder and the ViT encoder need keras-hub: "
+                    "pip install 'mmkeras[transformer]' (or pip install keras-hub)") from None
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")
 class TokenAndPositionWords(keras_hub.layers.TokenAndPositionEmbedding):
-    """Token ids to word vectors plus learned position vectors; id 0 (padding) masked.
+    """Token ids to word vectors plus learned position vectors.
 
+    No padding mask (``mask_zero=False``): captions are padded at the end and attention is
+    causal, so no word ever attends to padding, and the loss ignores the padding's outputs.
     ``call(tokens, start_index=t)`` embeds tokens that start at position ``t``: one word of
     cached decoding.
     """
 
     def __init__(self, vocabulary, sequence_length, embedding_dim, **kwargs):
         kwargs.pop("vocabulary_size", None)
-        kwargs.setdefault("mask_zero", True)
         super().__init__(vocabulary_size=len(vocabulary), sequence_length=sequence_length,
                          embedding_dim=embedding_dim, **kwargs)
         self.vocabulary = [str(word) for word in vocabulary]
