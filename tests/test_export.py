@@ -166,3 +166,15 @@ def test_a_transformer_captioner_exports_with_the_same_captions(small_shapes, im
     beam = [c.decode() for c in serving.serve_beam(images, tf.constant(3))["captions"].numpy()]
     assert greedy == _expected_captions(model_file, image_files)
     assert beam == _expected_captions(model_file, image_files, beam_width=3)
+
+
+@pytest.mark.parametrize("decoder", ["init", "transformer"])
+def test_every_decoder_converts_to_tflite_with_the_same_greedy_words(decoder, tmp_path):
+    from mmkeras.caption.export import export_tflite
+    keras.utils.set_random_seed(3)
+    vocabulary = ["", "[UNK]", "[start]", END] + [f"w{i}" for i in range(12)]
+    caption_model = build_caption_model(vocabulary, 6, decoder, units=32, embedding_dim=16)
+    interpreter = tf.lite.Interpreter(model_path=str(export_tflite(caption_model, tmp_path / "m.tflite")))
+    image = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    token_ids = interpreter.get_signature_runner("caption_words")(images=image)["token_ids"]
+    np.testing.assert_array_equal(token_ids, CaptionDecoder(caption_model).token_ids(image))

@@ -60,14 +60,14 @@ class CaptionDecoder:
             next_tokens = tf.argmax(logits, axis=-1, output_type=tf.int32)
             next_tokens = tf.where(finished, 0, next_tokens)
             words = words.write(t, next_tokens)
-            if scores is not None:
-                attention = attention.write(t, tf.cast(scores, tf.float32))
+            # Without attention, a column of zeros (cut off below) of a shape known when traced:
+            # TensorFlow Lite converts no array left unwritten, or of a shape it cannot infer.
+            maps = tf.zeros_like(logits[:, :1], tf.float32) if scores is None else scores
+            attention = attention.write(t, tf.cast(maps, tf.float32))
             finished = finished | tf.equal(next_tokens, self.end_id)
             tokens = next_tokens
-        token_ids = tf.transpose(words.stack())
-        if self.uses_attention:
-            return token_ids, tf.transpose(attention.stack(), [1, 0, 2])
-        return token_ids, tf.zeros([batch, length, 0])
+        attention = tf.transpose(attention.stack(), [1, 0, 2])
+        return tf.transpose(words.stack()), attention if self.uses_attention else attention[..., :0]
 
     def beam_search(self, images, beam_width):
         """``token_ids`` of the best of ``beam_width`` beams by mean log-probability per word."""
