@@ -8,6 +8,8 @@ through here: run records, models, exported folders, feature caches, downloads.
 from __future__ import annotations
 
 import collections
+import csv
+import io
 import json
 import os
 import shutil
@@ -55,6 +57,15 @@ def write_bytes(path: Path, content: bytes) -> None:
 
 def write_text(path: Path, content: str) -> None:
     write_bytes(path, content.encode("utf-8"))
+
+
+def write_csv(path: Path, rows: list[dict], fieldnames: list[str]) -> None:
+    """``rows`` under a header of ``fieldnames``, written whole or not at all."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fieldnames)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, text.getvalue())
 
 
 def write_json(path: Path, content: dict) -> None:

@@ -195,7 +195,7 @@ def training_speed(model: keras.Model, data: tf.data.Dataset, steps: int = 20,
     The first ``warmup`` steps are left out: they trace and compile the train step and wait
     for the pipeline's buffers to fill, which a real run pays once. Returns the rate of the
     median step (``median``) and of the slower and faster quartile steps (``slow``,
-    ``fast``). Introduced in ``02_training.ipynb``'s GPU section.
+    ``fast``). Introduced in ``02_training.ipynb``'s speed section.
     """
     timer = _StepTimes()
     model.fit(data.repeat(), steps_per_epoch=warmup + steps, epochs=1, verbose=0, shuffle=False,

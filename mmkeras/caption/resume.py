@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import json
 import shutil
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from mmkeras.atomic import kill_point, save_model, write_json, write_text
+from mmkeras.atomic import kill_point, save_model, write_csv, write_json
 from mmkeras.caption.validation import VAL_CAPTIONS
 from mmkeras.config import TrainConfig
 from mmkeras.errors import UserError
@@ -120,11 +119,7 @@ def keep_history_of_backup(out: Path) -> list[float]:
     history_csv = out / HISTORY
     rows = history_rows(history_csv)[: backup_epochs(out) or 0]
     if rows:
-        text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-        write_text(history_csv, text.getvalue())  # a kill here keeps the old history whole
+        write_csv(history_csv, rows, list(rows[0]))  # a kill here keeps the old history whole
     else:
         history_csv.unlink(missing_ok=True)
     return [float(row["val_loss"]) for row in rows]

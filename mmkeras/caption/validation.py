@@ -10,14 +10,13 @@ them, so the history shows the captions themselves improving. Introduced in
 from __future__ import annotations
 
 import csv
-import io
 import time
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from mmkeras.atomic import write_text
+from mmkeras.atomic import write_csv
 from mmkeras.caption.decoding import CaptionDecoder
 from mmkeras.caption.metrics import caption_metrics
 
@@ -44,7 +43,8 @@ class ValidationCaptions(keras.callbacks.Callback):
     def __init__(self, images: tf.data.Dataset, references: list[list[str]], image_names: list[str],
                  out: Path, batch_size: int = 128):
         super().__init__()
-        self.images = images.take(len(references)).batch(batch_size)
+        # Cached: the same images every epoch, decoded (or read from the feature cache) once.
+        self.images = images.take(len(references)).cache().batch(batch_size)
         self.references, self.image_names = references, image_names[:SHOWN_IMAGES]
         self.path = Path(out) / VAL_CAPTIONS
         self.decoder = None
@@ -72,8 +72,4 @@ class ValidationCaptions(keras.callbacks.Callback):
             rows = []
         rows += [{"epoch": epoch, "image": name, "caption": caption}
                  for name, caption in zip(self.image_names, captions)]
-        text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, fieldnames=["epoch", "image", "caption"])
-        writer.writeheader()
-        writer.writerows(rows)
-        write_text(self.path, text.getvalue())
+        write_csv(self.path, rows, ["epoch", "image", "caption"])
