@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mmkeras.caption.metrics import METRIC_KEYS, TRUTH_KEYS
+from mmkeras.caption.metrics import HELD_OUT_KEYS, METRIC_KEYS, TRUTH_KEYS
 
 
 def run_cli(*args, env_extra=None):
@@ -52,8 +52,9 @@ def test_train_writes_model_records_and_metrics(cli_run):
     for name in ("model.keras", "config.json", "history.csv", "metrics.json"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    # on Shapes Captions, whether the captions are true of their scenes comes after BLEU & co.
-    assert list(metrics) == [*METRIC_KEYS, *TRUTH_KEYS]
+    # on Shapes Captions, whether the captions are true of their scenes comes after BLEU & co,
+    # then how they name the objects of the held-out pairs (64 scenes have some)
+    assert list(metrics) == [*METRIC_KEYS, *TRUTH_KEYS, *HELD_OUT_KEYS]
     assert all(0.0 <= metrics[k] <= 1.0 for k in (*METRIC_KEYS, *TRUTH_KEYS) if k not in ("cider", "n_images"))
     assert metrics["n_images"] == 64
     assert "bleu_4" in completed.stdout
@@ -70,7 +71,7 @@ def test_evaluate_prints_and_writes_the_metrics(cli_run, tmp_path):
                         "--beam", 2, "--out", metrics_file)
     assert completed.returncode == 0, completed.stderr[-3000:]
     # On Shapes Captions, whether the captions are true of their scenes too.
-    assert set(json.loads(metrics_file.read_text())) == {*METRIC_KEYS, *TRUTH_KEYS}
+    assert set(json.loads(metrics_file.read_text())) == {*METRIC_KEYS, *TRUTH_KEYS, *HELD_OUT_KEYS}
     assert "bleu_4" in completed.stdout and "true_captions" in completed.stdout
 
 

@@ -76,7 +76,7 @@ def untrained_transformer():
     # matters, where a trained model's near-certain words would hide a wrong position.
     keras.utils.set_random_seed(1)
     vocabulary = ["", "[UNK]", START, END] + [f"w{i}" for i in range(12)]
-    caption_model = build_caption_model(vocabulary, 6, "transformer", units=32)
+    caption_model = build_caption_model(vocabulary, 6, "transformer", units=64, embedding_dim=32)
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     return caption_model, images
 

@@ -1,7 +1,15 @@
 import pytest
 from nltk.translate.bleu_score import corpus_bleu
 
-from mmkeras.caption.metrics import METRIC_KEYS, TRUTH_KEYS, caption_metrics, split_metrics, truth_metrics
+from mmkeras.caption.metrics import (
+    HELD_OUT_KEYS,
+    METRIC_KEYS,
+    TRUTH_KEYS,
+    caption_metrics,
+    held_out_metrics,
+    split_metrics,
+    truth_metrics,
+)
 from mmkeras.data.shapes import Scene, SceneObject, captions_for
 
 REFERENCES = [
@@ -102,3 +110,24 @@ def test_test_metrics_add_truth_on_shapes_only():
     assert split_metrics(shapes, [captions_for(SCENE)[2]])["true_captions"] == 1.0
     photos = CaptionSplit("test", ["a.jpg"], [["a dog runs on the grass"]])
     assert "true_captions" not in split_metrics(photos, ["a dog runs"])
+
+
+def test_held_out_pairs_count_as_named_only_with_colour_and_shape_right():
+    # Held out: red square and blue circle; the green circle is not.
+    scenes = [_scene("small red circle", "above", "large red square"),
+              _scene("small blue circle", "to the left of", "large red square"),
+              _scene("small green circle", "below", "large blue square")]
+    metrics = held_out_metrics(["a red circle is above a red square",  # the red square named
+                                "a blue square is to the left of a red circle",  # neither
+                                "nothing of the templates"],  # no held-out object there
+                               scenes)
+    assert metrics == {"held_out_named": pytest.approx(1 / 3), "held_out_objects": 3}
+
+
+def test_held_out_metrics_join_the_test_scores_only_where_there_are_such_objects():
+    from mmkeras.data.folder import CaptionSplit
+    with_held_out = CaptionSplit("test", ["a.png"], [captions_for(SCENE)])  # a red square
+    assert set(HELD_OUT_KEYS) <= set(split_metrics(with_held_out, [captions_for(SCENE)[0]]))
+    plain = _scene("small green circle", "below", "large blue square")
+    without = CaptionSplit("test", ["a.png"], [captions_for(plain)])
+    assert not set(HELD_OUT_KEYS) & set(split_metrics(without, [captions_for(plain)[0]]))

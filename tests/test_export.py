@@ -158,7 +158,7 @@ def test_a_transformer_captioner_exports_with_the_same_captions(small_shapes, im
     train = load_captions(small_shapes)["train"]
     vocabulary = vectorizer_vocabulary(build_vectorizer([c for refs in train.captions for c in refs], 12))
     model_file = tmp_path / "transformer.keras"
-    build_caption_model(vocabulary, 12, "transformer", units=32).save(model_file)
+    build_caption_model(vocabulary, 12, "transformer", units=64, embedding_dim=32).save(model_file)
     serving = tf.saved_model.load(str(export_saved_model(keras.saving.load_model(model_file),
                                                          tmp_path / "saved")))
     images = tf.constant([open(path, "rb").read() for path in image_files])

@@ -123,7 +123,7 @@ def test_a_vision_transformer_encoder_gives_the_cnns_feature_map():
 
 def test_a_transformer_captioner_on_a_vit_saves_and_loads_safely(tmp_path):
     encoder = image_encoders.build_image_encoder(64, feature_dim=16, encoder="vit")
-    caption_model = build_caption_model(VOCABULARY, 5, "transformer", encoder, units=16)
+    caption_model = build_caption_model(VOCABULARY, 5, "transformer", encoder, units=32, embedding_dim=16)
     caption_model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
     inputs = {"image": np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8),

@@ -16,7 +16,15 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
 from mmkeras.data.folder import CaptionSplit
-from mmkeras.data.shapes import CaptionReading, Scene, SceneObject, describes, read_caption, scenes_of
+from mmkeras.data.shapes import (
+    HELD_OUT_PAIRS,
+    CaptionReading,
+    Scene,
+    SceneObject,
+    describes,
+    read_caption,
+    scenes_of,
+)
 from mmkeras.data.text import standardize_list
 from mmkeras.errors import UserError
 
@@ -24,6 +32,8 @@ METRIC_KEYS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider", "dist
 # On Shapes Captions, whether the captions are true of their scenes (truth_metrics).
 TRUTH_KEYS = ("true_captions", "precision_colour", "precision_shape", "precision_size",
               "precision_relation")
+# On Shapes Captions scenes with objects of the pairs the compositional split holds out.
+HELD_OUT_KEYS = ("held_out_named", "held_out_objects")
 
 
 def _score(references: list[list[str]], hypotheses: list[str]):
@@ -72,8 +82,9 @@ def per_image_scores(references: list[list[str]], hypotheses: list[str]) -> dict
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
-    return "  ".join(f"{key} {metrics[key]:.4f}" if key != "n_images" else f"{key} {metrics[key]}"
-                     for key in (*METRIC_KEYS, *TRUTH_KEYS) if key in metrics)
+    counts = ("n_images", "held_out_objects")
+    return "  ".join(f"{key} {metrics[key]}" if key in counts else f"{key} {metrics[key]:.4f}"
+                     for key in (*METRIC_KEYS, *TRUTH_KEYS, *HELD_OUT_KEYS) if key in metrics)
 
 
 def _aligned(reading: CaptionReading, scene: Scene) -> tuple[SceneObject, SceneObject]:
@@ -123,11 +134,38 @@ def truth_metrics(hypotheses: list[str], scenes: list[Scene]) -> dict[str, float
             **{f"precision_{a}": right[a] / said[a] if said[a] else 0.0 for a in right}}
 
 
+def held_out_metrics(hypotheses: list[str], scenes: list[Scene]) -> dict[str, float]:
+    """How well captions name the objects of the pairs the compositional split holds out.
+
+    ``held_out_named``: of the scenes' objects whose (colour, shape) pair is one of
+    :data:`~mmkeras.data.shapes.HELD_OUT_PAIRS`, the share that one of the caption's two
+    mentions names right, colour and shape both (a caption that follows no template names
+    none); ``held_out_objects``: how many there were. On the compositional test split
+    (``data shapes --cogent``) training never showed these pairs; on the default data it
+    did, which makes the same number a control.
+    """
+    named = held_out = 0
+    for caption, scene in zip(standardize_list(hypotheses), scenes):
+        reading = read_caption(caption)
+        mentioned = set() if reading is None else {
+            (mention.colour, mention.shape) for mention in (reading.first, reading.second)}
+        for obj in scene.objects:
+            if (obj.colour, obj.shape) in HELD_OUT_PAIRS:
+                held_out += 1
+                named += (obj.colour, obj.shape) in mentioned
+    return {"held_out_named": named / held_out if held_out else 0.0, "held_out_objects": held_out}
+
+
 def split_metrics(split: CaptionSplit, hypotheses: list[str]) -> dict[str, float]:
-    """:func:`caption_metrics`, and on a Shapes Captions split :func:`truth_metrics` too."""
+    """:func:`caption_metrics`, and on a Shapes Captions split :func:`truth_metrics` and,
+    where its scenes hold any held-out pair, :func:`held_out_metrics` too."""
     metrics = caption_metrics(split.captions, hypotheses)
     try:
         scenes = scenes_of(split)
     except UserError:  # photos (Flickr8k, COCO): no scene to check a caption against
         return metrics
-    return {**metrics, **truth_metrics(hypotheses, scenes)}
+    metrics.update(truth_metrics(hypotheses, scenes))
+    held_out = held_out_metrics(hypotheses, scenes)
+    if held_out["held_out_objects"]:
+        metrics.update(held_out)
+    return metrics

@@ -60,7 +60,8 @@ def build_caption_model(vocabulary: list[str], max_caption_length: int, decoder:
     step also attends over the encoder's spatial feature map (Luong-style, after the LSTM,
     so that decoding one word costs one attention), the attended context joining the
     prediction. ``decoder="transformer"``: Transformer decoder blocks instead of the LSTM
-    (:mod:`mmkeras.caption.transformer`; ``units`` wide, ``embedding_dim`` unused).
+    (:mod:`mmkeras.caption.transformer`): ``embedding_dim`` wide (a Transformer's words keep
+    their width through every block), with feed-forward layers ``units`` wide.
 
     :class:`StepwiseDecoder` runs the same layers one word at a time, finding them by the
     names given here. ``use_cudnn=False`` forces the generic LSTM kernel on a GPU
@@ -73,7 +74,8 @@ def build_caption_model(vocabulary: list[str], max_caption_length: int, decoder:
         # Imported here: keras_hub adds two seconds to every start-up that never needs it.
         from mmkeras.caption.transformer import build_transformer_caption_model
         return build_transformer_caption_model(vocabulary, max_caption_length, image_encoder,
-                                               units=units, dropout=dropout)
+                                               width=embedding_dim, feedforward=units,
+                                               dropout=dropout)
     # uint8 images, or float features of a frozen backbone (mmkeras.data.feature_cache).
     image = keras.Input(image_encoder.input_shape[1:], dtype=image_encoder.input.dtype, name="image")
     caption_in = keras.Input((max_caption_length + 1,), dtype="int32", name="caption_in")
