@@ -24,6 +24,14 @@ def test_every_command_has_help(command):
     completed = run_cli(*command.split(), "--help")
     assert completed.returncode == 0
     assert "usage: python -m mmkeras" in completed.stdout
+    assert completed.stderr == ""  # TensorFlow's start-up lines included
+
+
+def test_the_command_line_starts_without_tensorflow():
+    """--help and argument errors answer at once: TensorFlow is imported by the commands."""
+    completed = subprocess.run([sys.executable, "-c", "import sys, mmkeras.cli; print(sorted(sys.modules))"],
+                               capture_output=True, text=True, timeout=60)
+    assert "'tensorflow'" not in completed.stdout and "'keras'" not in completed.stdout
 
 
 def test_data_command_writes_the_requested_sizes(tmp_path):

@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tensorflow as tf
 from PIL import Image
 
 from mmkeras.errors import UserError
@@ -112,6 +111,10 @@ def image_problem(path: Path) -> str | None:
         if isinstance(error, OSError) and error.errno is not None:  # the file system's, not PIL's
             return f"cannot be read ({error.strerror})"
         return f"does not decode ({type(error).__name__})"
+    # Here, not at the top: the command line imports this module for its split names, and
+    # `--help` should not wait for TensorFlow.
+    import tensorflow as tf
+
     # PIL reads the header only; the pixels are decoded by what training decodes them with.
     # (PIL's own decoding let through files TensorFlow refuses, found by the loader's fuzzer:
     # a PNG cut inside its last chunk would have failed in the middle of an epoch.)
