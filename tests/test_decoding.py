@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mmkeras.caption.decoding import CaptionDecoder, naive_captions
+from mmkeras.caption.decoding import CaptionDecoder, _padded_batch_size, naive_captions
 from mmkeras.caption.model import build_caption_model
 from mmkeras.data.images import load_image
 from mmkeras.data.text import END, START
@@ -26,6 +26,16 @@ def test_decoding_is_batched_and_order_preserving(caption_model, test_images):
     together = decoder.captions(test_images)
     one_by_one = [decoder.captions(test_images[i:i + 1])[0] for i in range(len(test_images))]
     assert together == one_by_one
+
+
+def test_xla_greedy_pads_batches_to_few_shapes_and_returns_each_images_own_caption(caption_model, test_images):
+    decoder = CaptionDecoder(caption_model)
+    unpadded = decoder._greedy(tf.constant(test_images))[0].numpy()  # the graph without XLA
+    for count in (1, 3, 5):  # all padded to 8 images: one compilation
+        np.testing.assert_array_equal(decoder.token_ids(test_images[:count]), unpadded[:count])
+    assert decoder._greedy_xla.experimental_get_tracing_count() == 1
+    sizes = [_padded_batch_size(n) for n in (1, 8, 9, 64, 65, 104, 128, 250)]
+    assert sizes == [8, 8, 16, 64, 128, 128, 128, 256]
 
 
 def test_beam_of_one_is_greedy_and_wider_beams_give_captions(caption_model, test_images):
