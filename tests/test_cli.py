@@ -253,8 +253,8 @@ def test_a_transformer_on_a_vision_transformer_trains_and_captions(tmp_path, sma
     assert completed.returncode == 0, completed.stderr[-3000:]
     config = json.loads((out / "config.json").read_text())["config"]
     assert (config["decoder"], config["encoder"]) == ("transformer", "vit")
-    # Cross-attention needs features that know where they are: pixel coordinates under the encoder.
-    assert "pixel_coordinates" in zipfile.ZipFile(out / "model.keras").read("config.json").decode()
+    # Cross-attention reads where things are from each feature times its coordinates.
+    assert "features_at_coordinates" in zipfile.ZipFile(out / "model.keras").read("config.json").decode()
     image = sorted((small_shapes / "Images").glob("test_*.png"))[0]
     captioned = run_cli("caption", "--model", out / "model.keras", image, "--beam", 2)
     assert captioned.returncode == 0, captioned.stderr[-3000:]

@@ -18,7 +18,6 @@ from mmkeras.caption.model import build_caption_model
 from mmkeras.data.folder import load_captions
 from mmkeras.data.images import decode_image
 from mmkeras.data.text import END, build_vectorizer, vectorizer_vocabulary
-from mmkeras.nn.image_encoders import build_image_encoder
 
 
 @pytest.fixture(scope="module")
@@ -159,9 +158,7 @@ def test_a_transformer_captioner_exports_with_the_same_captions(small_shapes, im
     train = load_captions(small_shapes)["train"]
     vocabulary = vectorizer_vocabulary(build_vectorizer([c for refs in train.captions for c in refs], 12))
     model_file = tmp_path / "transformer.keras"
-    # With the pixel coordinates that train gives a Transformer's encoder.
-    build_caption_model(vocabulary, 12, "transformer", build_image_encoder(64, coordinates=True),
-                        units=64, embedding_dim=32).save(model_file)
+    build_caption_model(vocabulary, 12, "transformer", units=64, embedding_dim=32).save(model_file)
     serving = tf.saved_model.load(str(export_saved_model(keras.saving.load_model(model_file),
                                                          tmp_path / "saved")))
     images = tf.constant([open(path, "rb").read() for path in image_files])
@@ -176,8 +173,7 @@ def test_every_decoder_converts_to_tflite_with_the_same_greedy_words(decoder, tm
     from mmkeras.caption.export import export_tflite
     keras.utils.set_random_seed(3)
     vocabulary = ["", "[UNK]", "[start]", END] + [f"w{i}" for i in range(12)]
-    encoder = build_image_encoder(64, coordinates=decoder == "transformer")  # as train builds it
-    caption_model = build_caption_model(vocabulary, 6, decoder, encoder, units=32, embedding_dim=16)
+    caption_model = build_caption_model(vocabulary, 6, decoder, units=32, embedding_dim=16)
     interpreter = tf.lite.Interpreter(model_path=str(export_tflite(caption_model, tmp_path / "m.tflite")))
     image = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
     token_ids = interpreter.get_signature_runner("caption_words")(images=image)["token_ids"]

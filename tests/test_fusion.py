@@ -76,6 +76,23 @@ def test_coordinate_channels_give_each_position_its_x_and_y():
     np.testing.assert_array_equal(with_coordinates[..., :4], features)
 
 
+def test_features_at_coordinates_are_each_feature_times_x_and_times_y():
+    from mmkeras.nn.layers import FeaturesAtCoordinates
+    features = np.random.default_rng(0).random((2, 3, 5, 4)).astype("float32")
+    placed = np.asarray(FeaturesAtCoordinates()(features))
+    assert placed.shape == (2, 3, 5, 12)
+    np.testing.assert_array_equal(placed[..., :4], features)
+    x = np.array([-1, -0.5, 0, 0.5, 1], "float32")[None, None, :, None]  # left to right
+    y = np.array([-1, 0, 1], "float32")[None, :, None, None]  # top to bottom
+    np.testing.assert_allclose(placed[..., 4:8], features * x, atol=1e-6)
+    np.testing.assert_allclose(placed[..., 8:], features * y, atol=1e-6)
+    # Averaged over positions (as a spread-out attention averages), one feature firing on the
+    # right half only says "right": its x-weighted mean is positive.
+    right_only = np.zeros((1, 3, 5, 1), "float32")
+    right_only[:, :, 3:] = 1.0
+    assert np.asarray(FeaturesAtCoordinates()(right_only))[..., 1].mean() > 0
+
+
 def test_outer_product_multiplies_every_pair_and_keeps_each_vector():
     image = np.array([[2.0, 3.0]], dtype="float32")
     text = np.array([[5.0, 7.0, 11.0]], dtype="float32")

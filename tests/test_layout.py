@@ -50,6 +50,7 @@ def test_registered_names_are_the_ones_saved_models_refer_to():
         layers.OuterProduct: "mmkeras>OuterProduct",
         layers.ContrastiveLogits: "mmkeras>ContrastiveLogits",
         layers.CoordinateChannels: "mmkeras>CoordinateChannels",
+        layers.FeaturesAtCoordinates: "mmkeras>FeaturesAtCoordinates",
         losses.MaskedAccuracy: "mmkeras>MaskedAccuracy",
         losses.SymmetricContrastiveLoss: "mmkeras>SymmetricContrastiveLoss",
         image_encoders.BackbonePreprocessing: "mmkeras>BackbonePreprocessing",

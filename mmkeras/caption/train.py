@@ -137,14 +137,9 @@ def _fit(config: TrainConfig, data_dir: Path, train_split, val_split, vectorizer
             backbone = build_backbone(config.backbone, config.image_size, config.backbone_weights)
             image_encoder = build_feature_encoder(backbone.output_shape[1:], config.feature_dim)
         else:
-            # A Transformer decoder gets the relation's direction at chance when only the
-            # memory's learned position vectors say where each feature lies; with each
-            # pixel's x and y beside its colour (CoordConv) it came out right in 0.53 and
-            # 0.71 of the test captions of two runs (README).
             image_encoder = build_image_encoder(config.image_size, config.feature_dim,
                                                 config.backbone, config.backbone_weights,
                                                 config.fine_tune, config.fine_tune_layers,
-                                                coordinates=config.decoder == "transformer",
                                                 encoder=config.encoder)
         caption_model = build_caption_model(
             vocabulary, max_caption_length, config.decoder, image_encoder,

@@ -14,6 +14,7 @@ import tensorflow as tf
 from keras import layers
 
 from mmkeras.nn.attention import attention_memory
+from mmkeras.nn.layers import FeaturesAtCoordinates
 from mmkeras.nn.transformer_embedding import TokenAndPositionWords, keras_hub
 
 
@@ -32,7 +33,10 @@ def build_transformer_caption_model(vocabulary: list[str], max_caption_length: i
     """
     image = keras.Input(image_encoder.input_shape[1:], dtype=image_encoder.input.dtype, name="image")
     caption_in = keras.Input((max_caption_length + 1,), dtype="int32", name="caption_in")
-    memory = attention_memory(image_encoder(image), width)
+    # Each feature also times its x and its y: the decoder's cross-attention then reads where
+    # things are even while it is spread over the whole image (see FeaturesAtCoordinates).
+    feature_map = FeaturesAtCoordinates(name="features_at_coordinates")(image_encoder(image))
+    memory = attention_memory(feature_map, width)
 
     x = TokenAndPositionWords(vocabulary, max_caption_length + 1, width, name="word_embedding")(caption_in)
     for block in range(blocks):

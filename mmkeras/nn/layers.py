@@ -97,10 +97,36 @@ class CoordinateChannels(layers.Layer):
 
     def call(self, features):
         rows, cols = features.shape[1], features.shape[2]
-        xs, ys = ops.meshgrid(ops.linspace(-1.0, 1.0, cols), ops.linspace(-1.0, 1.0, rows), indexing="xy")
-        grid = ops.cast(ops.stack([xs, ys], axis=-1), features.dtype)
+        grid = ops.cast(ops.stack(_coordinates(rows, cols), axis=-1), features.dtype)
         grid = ops.broadcast_to(grid[None], (ops.shape(features)[0], rows, cols, 2))
         return ops.concatenate([features, grid], axis=-1)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], input_shape[-1] + 2)
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class FeaturesAtCoordinates(layers.Layer):
+    """Appends each channel times its position's x, and times its y, to a ``(batch, rows,
+    cols, channels)`` map: three times the channels.
+
+    Averaged over the positions, ``feature * x`` says where a feature lies (its centre along
+    x, weighted by how strongly it fires), bound to what it is. So an attention spread over
+    the whole map, as a Transformer's cross-attention is early in training, reads where the
+    red circle is and where the blue square is, not only that both are there: without it the
+    Transformer captioner stalled with the direction of "left of" and "above" at chance.
+    """
+
+    def call(self, features):
+        xs, ys = (ops.cast(grid, features.dtype)[None, :, :, None]
+                  for grid in _coordinates(features.shape[1], features.shape[2]))
+        return ops.concatenate([features, features * xs, features * ys], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 3 * input_shape[-1])
+
+
+def _coordinates(rows: int, cols: int):
+    """Each position's x (left to right) and y (top to bottom), from -1 to 1, as two
+    ``(rows, cols)`` grids."""
+    return ops.meshgrid(ops.linspace(-1.0, 1.0, cols), ops.linspace(-1.0, 1.0, rows), indexing="xy")
