@@ -43,8 +43,9 @@ class CaptionDecoder:
         images = tf.TensorSpec([None, *image_input.shape[1:]], self.input_dtype)
         self._greedy = tf.function(self.greedy_search, input_signature=[images])
         # XLA fuses each step's many small ops: on a 2-core CPU the Transformer's greedy
-        # decoding runs about 1.6 times as fast (396 to 628 captions a second). It compiles once per batch shape, so
-        # token_ids pads every batch up to a few fixed sizes (see _padded_batch_size).
+        # decoding runs about 1.6 times as fast (396 to 628 captions a second). It compiles
+        # once per batch shape, so token_ids pads every batch up to a few fixed sizes
+        # (see _padded_batch_size).
         self._greedy_xla = tf.function(self.greedy_search, jit_compile=True)
         self._beam = tf.function(self.beam_search,
                                  input_signature=[images, tf.TensorSpec([], tf.int32)])
