@@ -116,13 +116,32 @@ def _evaluate_captions(caption_model, args) -> dict:
     from mmkeras.caption.metrics import format_metrics, split_metrics
     from mmkeras.data.catalog import load_dataset
     from mmkeras.data.images import evaluation_images
+    rerank = _reranker(args)
     split = load_dataset(args.data, splits=(args.split,))[1][args.split]
     image_size = caption_model.input["image"].shape[1]
     hypotheses = CaptionDecoder(caption_model).caption_batches(
-        evaluation_images(split, image_size), beam_width=args.beam)
+        evaluation_images(split, image_size), beam_width=args.beam, rerank=rerank, samples=args.samples)
     metrics = split_metrics(split, hypotheses)
     print(format_metrics(metrics))
     return metrics
+
+
+def _reranker(args):
+    """With ``--rerank``, the dual encoder's similarity that picks among the candidates."""
+    if args.samples and not args.rerank:
+        raise UserError("--samples: the drawn captions are candidates for --rerank; give it too")
+    if not args.rerank:
+        return None
+    if args.beam == 1 and not args.samples:
+        raise UserError("--rerank: one caption per image leaves nothing to choose; give "
+                        "--beam 2 or more, or --samples")
+    from mmkeras.runs import load_model
+    from mmkeras.tasks.retrieval import dual_encoder_similarity
+    dual_encoder = load_model(args.rerank)
+    if dual_encoder.name != "dual_encoder":
+        raise UserError(f"--rerank {args.rerank}: expected a dual encoder written by "
+                        f"`python -m mmkeras retrieval`, found the model {dual_encoder.name!r}")
+    return dual_encoder_similarity(dual_encoder)
 
 
 def _evaluate_classifier(classifier, args) -> dict:
@@ -162,11 +181,13 @@ def cmd_caption(args) -> int:
         if problem:
             raise UserError(f"{image}: {problem}; expected an image file "
                             f"({', '.join(sorted(DECODABLE_FORMATS))})")
+    rerank = _reranker(args)
     caption_model = load_model(args.model)
     image_size = caption_model.input["image"].shape[1]
     images = np.stack([decode_image(tf.io.read_file(image), image_size).numpy()
                        for image in args.images])
-    for image, caption in zip(args.images, CaptionDecoder(caption_model).captions(images, args.beam)):
+    captions = CaptionDecoder(caption_model).captions(images, args.beam, rerank, args.samples)
+    for image, caption in zip(args.images, captions):
         print(f"{image}\t{caption}")
     return 0
 
@@ -248,6 +269,15 @@ def cmd_fusion(args) -> int:
     return 0
 
 
+def _add_rerank_arguments(command) -> None:
+    command.add_argument("--rerank", metavar="DUAL_ENCODER",
+                         help="a model.keras written by retrieval: of the --beam beams (and "
+                              "--samples), keep the caption it finds closest to the image")
+    command.add_argument("--samples", type=_non_negative, default=0,
+                         help="with --rerank, also this many captions per image drawn at "
+                              "temperature 2 as candidates (default 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mmkeras", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -315,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="'shapes', 'flickr8k', 'coco' or a folder in the Flickr8k layout")
     evaluate.add_argument("--split", choices=SPLITS, default="test")
     evaluate.add_argument("--beam", type=_positive, default=1, help="beam width (1: greedy)")
+    _add_rerank_arguments(evaluate)
     evaluate.add_argument("--out", help="also write the metrics to this JSON file")
     evaluate.set_defaults(run=cmd_evaluate)
 
@@ -322,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--model", required=True, help="a model.keras written by train")
     caption.add_argument("images", nargs="+", metavar="IMAGE")
     caption.add_argument("--beam", type=_positive, default=1, help="beam width (1: greedy)")
+    _add_rerank_arguments(caption)
     caption.set_defaults(run=cmd_caption)
 
     export = commands.add_parser("export", help="write a SavedModel that captions image bytes, "

@@ -155,7 +155,7 @@ def test_vqa_prints_accuracy_per_question_type_beside_chance(tmp_path, small_sha
                                             ("accuracy", "chance", "by_kind", "n_examples")}}
 
 
-def test_retrieval_prints_recall_beside_chance(tmp_path, small_shapes):
+def test_retrieval_prints_recall_beside_chance(tmp_path, small_shapes, cli_run):
     completed = run_cli("retrieval", "--data", small_shapes, "--epochs", 1, "--batch-size", 8,
                         "--out", tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -175,6 +175,32 @@ def test_retrieval_prints_recall_beside_chance(tmp_path, small_shapes):
         assert evaluated[direction] == pytest.approx(metrics[direction], abs=1e-6), direction
     for key in ("chance", "n_images", "n_captions"):
         assert evaluated[key] == metrics[key], key
+
+    # The dual encoder chooses among a captioner's beams and sampled captions.
+    captioner, _ = cli_run
+    data = json.loads((captioner / "config.json").read_text())["data_dir"]
+    images = [f"{data}/Images/test_0000{i}.png" for i in range(2)]
+    completed = run_cli("caption", "--model", captioner / "model.keras", "--rerank", tmp_path / "model.keras",
+                        "--beam", 3, "--samples", 4, *images)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert [line.split("\t")[0] for line in completed.stdout.splitlines()] == images
+
+
+def test_rerank_asks_for_a_dual_encoder_and_candidates(cli_run, small_shapes):
+    from argparse import Namespace
+
+    from mmkeras.cli import _reranker
+    from mmkeras.errors import UserError
+    captioner = cli_run[0] / "model.keras"
+    completed = run_cli("evaluate", "--model", captioner, "--data", small_shapes, "--beam", 2,
+                        "--rerank", captioner)
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr
+    assert f"--rerank {captioner}: expected a dual encoder" in completed.stderr
+    with pytest.raises(UserError, match="--samples: .* give it too"):
+        _reranker(Namespace(rerank=None, samples=4, beam=1))
+    with pytest.raises(UserError, match="nothing to choose"):
+        _reranker(Namespace(rerank=str(captioner), samples=0, beam=1))
+    assert _reranker(Namespace(rerank=None, samples=0, beam=3)) is None
 
 
 def test_fusion_writes_one_row_per_fusion(tmp_path, small_shapes):

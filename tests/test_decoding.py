@@ -99,3 +99,60 @@ def test_transformer_cached_decoding_equals_rereading_the_whole_prefix(untrained
     assert len(set(cached[0].split())) > 2, "varied words: every step of the cache is used"
     np.testing.assert_array_equal(decoder._beam(tf.constant(images), tf.constant(1)).numpy(),
                                   decoder.token_ids(images))
+
+
+@pytest.fixture(scope="module")
+def untrained_init_model():
+    keras.utils.set_random_seed(2)
+    vocabulary = ["", "[UNK]", START, END] + [f"w{i}" for i in range(12)]
+    caption_model = build_caption_model(vocabulary, 6, "init", units=16, embedding_dim=8)
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    return caption_model, vocabulary, images
+
+
+def test_beam_candidates_come_best_first_with_their_mean_log_probability(untrained_init_model):
+    caption_model, vocabulary, images = untrained_init_model
+    decoder = CaptionDecoder(caption_model)
+    token_ids, scores = (x.numpy() for x in decoder._beam_candidates(tf.constant(images), tf.constant(4)))
+    assert token_ids.shape[:2] == scores.shape == (3, 4)
+    assert (np.diff(scores, axis=1) <= 0).all()
+    np.testing.assert_array_equal(token_ids[:, 0], decoder.token_ids(images, beam_width=4))
+    for image, beams, beam_scores in zip(images, token_ids, scores):
+        assert len({tuple(ids) for ids in beams}) == 4, "four different beams"
+        for ids, score in zip(beams, beam_scores):
+            total, length = _log_probability(caption_model, image, ids, vocabulary)
+            assert score == pytest.approx(total / length, abs=1e-4)
+
+
+def test_sampling_is_seeded_greedy_when_cold_and_varied_when_hot(untrained_init_model):
+    caption_model, _, images = untrained_init_model
+    decoder = CaptionDecoder(caption_model)
+    cold = decoder.sampled_captions(images, 5, temperature=1e-3)
+    assert cold == [[greedy] * 5 for greedy in decoder.captions(images)]
+    hot = decoder.sampled_captions(images, 5, temperature=2.0, seed=7)
+    assert hot == decoder.sampled_captions(images, 5, temperature=2.0, seed=7)
+    assert all(len(set(drawn)) > 1 for drawn in hot)
+
+
+def test_reranking_keeps_the_candidate_the_scorer_prefers(untrained_init_model):
+    caption_model, _, images = untrained_init_model
+    decoder = CaptionDecoder(caption_model)
+    beams, _ = decoder.candidate_captions(images, 3)
+
+    def prefer_the_last_beam(scored_images, candidates):
+        assert len(scored_images) == len(candidates) == len(images)
+        return np.array([[float(c == options[2]) for c in options] for options in candidates])
+
+    assert decoder.captions(images, 3, rerank=prefer_the_last_beam) == [b[2] for b in beams]
+    # A scorer that cannot tell them apart leaves the likeliest beam.
+    indifferent = decoder.captions(images, 3, rerank=lambda i, c: np.zeros((len(c), len(c[0]))))
+    assert indifferent == decoder.captions(images, 3)
+    # Sampled candidates join the beams, each once.
+    seen = []
+    decoder.captions(images, 2, rerank=lambda i, c: seen.append(c) or np.zeros((len(c), len(c[0]))),
+                     samples=6)
+    for options, own_beams in zip(seen[0], decoder.candidate_captions(images, 2)[0]):
+        assert options[:2] == own_beams and len(options) > 2
+        # Each once (the best beam also pads every image's list to one length).
+        others = [caption for caption in options if caption != options[0]]
+        assert len(others) == len(set(others)) > 1

@@ -4,8 +4,10 @@ import json
 
 import keras
 import numpy as np
+import pytest
 
 from mmkeras.config import RetrievalConfig
+from mmkeras.errors import UserError
 from mmkeras.nn import layers, losses
 from mmkeras.tasks import retrieval
 
@@ -161,3 +163,20 @@ def test_no_false_captions_for_a_folder_with_a_caption_of_another_form(small_sha
     captions = [list(refs) for refs in split.captions]
     captions[3].append("two shapes on a black background")
     assert retrieval.false_captions_of(dataclasses.replace(split, captions=captions), seed=0) is None
+
+
+def test_dual_encoder_similarity_is_each_images_cosine_to_its_own_candidates():
+    vocabulary = ["", "[UNK]", "[start]", "[end]", "a", "red", "blue", "circle", "square"]
+    model, image_tower, text_tower = retrieval.build_dual_encoder(vocabulary, 6)
+    similarity = retrieval.dual_encoder_similarity(model)
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    candidates = [["a red circle", "a blue square", "a red square"], ["a blue circle", "a red circle", "a"]]
+    scores = similarity(images, candidates)
+    assert scores.shape == (2, 3)
+    vectorizer = retrieval.towers_of(model)[2]
+    for row, (image, options) in enumerate(zip(images, candidates)):
+        text = np.asarray(text_tower(retrieval.caption_ids(options, vectorizer)))
+        expected = text @ np.asarray(image_tower(image[None]))[0]
+        np.testing.assert_allclose(scores[row], expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(UserError, match="--image-size"):
+        similarity(np.zeros((1, 32, 32, 3), np.uint8), [["a red circle"]])

@@ -47,8 +47,11 @@ class CaptionDecoder:
         # once per batch shape, so token_ids pads every batch up to a few fixed sizes
         # (see _padded_batch_size).
         self._greedy_xla = tf.function(self.greedy_search, jit_compile=True)
-        self._beam = tf.function(self.beam_search,
-                                 input_signature=[images, tf.TensorSpec([], tf.int32)])
+        beam_signature = [images, tf.TensorSpec([], tf.int32)]
+        self._beam = tf.function(self.beam_search, input_signature=beam_signature)
+        self._beam_candidates = tf.function(self.beam_candidates, input_signature=beam_signature)
+        self._samples = tf.function(self.sample_search, input_signature=[
+            images, tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)])
 
     def greedy_search(self, images):
         """``(token_ids, attention)``: the likeliest word at each step, and where it looked
@@ -74,8 +77,35 @@ class CaptionDecoder:
         attention = tf.transpose(attention.stack(), [1, 0, 2])
         return tf.transpose(words.stack()), attention if self.uses_attention else attention[..., :0]
 
+    def sample_search(self, images, count, temperature, seed):
+        """``token_ids`` of ``count`` captions per image, ``(batch, count, steps)``, each word
+        drawn from the softmax of the logits divided by ``temperature`` (above 1, words the
+        model finds unlikely come up more often: candidates for re-ranking)."""
+        state, memory = self.stepwise.encode(images)
+        batch = tf.shape(images)[0]
+        state = [tf.repeat(s, count, axis=0) for s in state]
+        memory = tf.repeat(memory, count, axis=0) if memory is not None else None
+        tokens = tf.fill([batch * count], self.start_id)
+        finished = tf.zeros([batch * count], tf.bool)
+        length = self.max_caption_length + 1
+        words = tf.TensorArray(tf.int32, size=length)
+        for t in tf.range(length):
+            logits, state, _ = self.stepwise.step(tokens, state, memory)
+            next_tokens = tf.random.stateless_categorical(
+                tf.cast(logits, tf.float32) / temperature, 1, seed=tf.stack([seed, t]), dtype=tf.int32)[:, 0]
+            next_tokens = tf.where(finished, 0, next_tokens)
+            words = words.write(t, next_tokens)
+            finished = finished | tf.equal(next_tokens, self.end_id)
+            tokens = next_tokens
+        return tf.reshape(tf.transpose(words.stack()), [batch, count, length])
+
     def beam_search(self, images, beam_width):
         """``token_ids`` of the best of ``beam_width`` beams by mean log-probability per word."""
+        return self.beam_candidates(images, beam_width)[0][:, 0]
+
+    def beam_candidates(self, images, beam_width):
+        """``(token_ids, scores)`` of every beam, best first: ``(batch, beam, steps)`` and
+        each beam's mean log-probability per word, ``(batch, beam)``."""
         state, memory = self.stepwise.encode(images)
         batch = tf.shape(images)[0]
         vocab_size = len(self.vocabulary)
@@ -116,8 +146,9 @@ class CaptionDecoder:
             state = [_merge_beams(reorder(_split_beams(s, batch, beam_width))) for s in state]
             tokens = tf.reshape(word, [-1])
         # Mean log-probability per word, so long captions are not penalised for length.
-        best = tf.argmax(scores / tf.maximum(lengths, 1.0), axis=-1, output_type=tf.int32)
-        return tf.gather(sequences, best, batch_dims=1)
+        mean_scores = scores / tf.maximum(lengths, 1.0)
+        order = tf.argsort(mean_scores, axis=-1, direction="DESCENDING", stable=True)
+        return tf.gather(sequences, order, batch_dims=1), tf.gather(mean_scores, order, batch_dims=1)
 
     def token_ids(self, images, beam_width: int = 1) -> np.ndarray:
         images = tf.convert_to_tensor(images, self.input_dtype)
@@ -127,8 +158,51 @@ class CaptionDecoder:
             return self._greedy_xla(tf.pad(images, padding))[0].numpy()[:count]
         return self._beam(images, tf.constant(beam_width)).numpy()
 
-    def captions(self, images, beam_width: int = 1) -> list[str]:
+    def captions(self, images, beam_width: int = 1, rerank=None, samples: int = 0) -> list[str]:
+        """One caption per image: greedy, the best beam, or with ``rerank`` the candidate it
+        scores highest (:meth:`reranked_captions`)."""
+        if rerank is not None:
+            return self.reranked_captions(images, beam_width, rerank, samples)
         return ids_to_captions(self.token_ids(images, beam_width), self.vocabulary)
+
+    def candidate_captions(self, images, beam_width: int) -> tuple[list[list[str]], np.ndarray]:
+        """Every beam's caption per image, best first, and their mean log-probabilities per
+        word, ``(images, beam_width)``."""
+        token_ids, scores = self._beam_candidates(tf.convert_to_tensor(images, self.input_dtype),
+                                                  tf.constant(beam_width))
+        token_ids = token_ids.numpy()
+        flat = ids_to_captions(token_ids.reshape(-1, token_ids.shape[-1]), self.vocabulary)
+        return [flat[i:i + beam_width] for i in range(0, len(flat), beam_width)], scores.numpy()
+
+    def sampled_captions(self, images, count: int, temperature: float = 2.0,
+                         seed: int = 0) -> list[list[str]]:
+        """``count`` captions drawn per image (:meth:`sample_search`), repeats included."""
+        token_ids = self._samples(tf.convert_to_tensor(images, self.input_dtype), tf.constant(count),
+                                  tf.constant(temperature, tf.float32), tf.constant(seed)).numpy()
+        flat = ids_to_captions(token_ids.reshape(-1, token_ids.shape[-1]), self.vocabulary)
+        return [flat[i:i + count] for i in range(0, len(flat), count)]
+
+    def reranked_captions(self, images, beam_width: int, rerank, samples: int = 0,
+                          temperature: float = 2.0) -> list[str]:
+        """Of each image's candidates, the caption ``rerank`` scores highest.
+
+        The candidates: the ``beam_width`` beams, and with ``samples`` that many captions
+        drawn at ``temperature`` (:meth:`sampled_captions`), each once. ``rerank(images,
+        candidates)`` gives a score per candidate, ``(images, candidates)``: an image-text
+        similarity, say (:func:`mmkeras.tasks.retrieval.dual_encoder_similarity`). The
+        decoder proposes; a model that reads the image and the whole caption chooses
+        (Nikolaus et al., CoNLL 2019). Ties go to the likelier beam.
+        """
+        candidates, _ = self.candidate_captions(images, beam_width)
+        if samples:
+            drawn = self.sampled_captions(images, samples, temperature)
+            candidates = [list(dict.fromkeys(beams + more)) for beams, more in zip(candidates, drawn)]
+        # Images have different numbers of distinct candidates: pad with repeats of the best
+        # beam, which wins any tie anyway (argmax takes the first).
+        width = max(len(options) for options in candidates)
+        candidates = [options + options[:1] * (width - len(options)) for options in candidates]
+        scores = np.asarray(rerank(images, candidates))
+        return [options[int(np.argmax(row))] for options, row in zip(candidates, scores)]
 
     def captions_with_attention(self, images):
         """Greedy captions and, per generated word, the attention over the feature map."""
@@ -139,14 +213,14 @@ class CaptionDecoder:
         return ids_to_captions(token_ids.numpy(), self.vocabulary), attention.numpy()
 
     def caption_batches(self, images: tf.data.Dataset, beam_width: int = 1,
-                        progress: bool = True) -> list[str]:
+                        progress: bool = True, rerank=None, samples: int = 0) -> list[str]:
         """Captions for every batch of a dataset of uint8 image batches, in order."""
         captions = []
         total = images.cardinality().numpy()
         # disable=None: a bar on a terminal only, so logs and CI stay clean.
         for batch in tqdm(images, total=total if total > 0 else None, desc="decoding",
                           unit="batch", disable=None if progress else True):
-            captions += self.captions(batch, beam_width)
+            captions += self.captions(batch, beam_width, rerank, samples)
         return captions
 
 

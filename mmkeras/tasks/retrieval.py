@@ -252,15 +252,43 @@ def retrieval_scores(split: CaptionSplit, image_vectors, text_vectors, caption_i
             "n_images": len(split), "n_captions": len(caption_image)}
 
 
+def towers_of(dual_encoder: keras.Model):
+    """A saved dual encoder's ``(image tower, text tower, vectorizer)``."""
+    image_tower, text_tower = dual_encoder.get_layer("image_tower"), dual_encoder.get_layer("text_tower")
+    vocabulary = text_tower.get_layer("word_embedding").vocabulary
+    return image_tower, text_tower, vectorizer_for(vocabulary, text_tower.input_shape[1] - 1)
+
+
 def evaluate_retrieval(model: keras.Model, split: CaptionSplit) -> dict:
     """A saved dual encoder's recalls on ``split`` (:func:`retrieval_scores`)."""
-    image_tower, text_tower = model.get_layer("image_tower"), model.get_layer("text_tower")
-    vocabulary = text_tower.get_layer("word_embedding").vocabulary
-    max_text_length = text_tower.input_shape[1]
-    vectorizer = vectorizer_for(vocabulary, max_text_length - 1)
+    image_tower, text_tower, vectorizer = towers_of(model)
     image_size = image_tower.input_shape[1]
     return {"task": "retrieval",
             **retrieval_scores(split, *embed_split(split, image_tower, text_tower, vectorizer, image_size))}
+
+
+def dual_encoder_similarity(dual_encoder: keras.Model):
+    """``similarity(images, candidates)``: the cosine similarity of each image to each of
+    its candidate captions, ``(images, candidates per image)``, under a saved dual encoder.
+
+    What :meth:`mmkeras.caption.decoding.CaptionDecoder.reranked_captions` takes to choose
+    among a captioner's beams (Nikolaus et al., CoNLL 2019: re-ranked by image-text
+    similarity, captions name unseen combinations more often).
+    """
+    image_tower, text_tower, vectorizer = towers_of(dual_encoder)
+
+    def similarity(images, candidates: list[list[str]]) -> np.ndarray:
+        images = np.asarray(images)
+        if images.shape[1:] != tuple(image_tower.input_shape[1:]):
+            raise UserError(f"the dual encoder reads images of shape {tuple(image_tower.input_shape[1:])}, "
+                            f"the captioner {images.shape[1:]}: train both at one --image-size")
+        image_vectors = image_tower.predict_on_batch(images)
+        flat = [caption for options in candidates for caption in options]
+        text_vectors = text_tower.predict_on_batch(caption_ids(flat, vectorizer))
+        text_vectors = np.reshape(text_vectors, (len(candidates), -1, text_vectors.shape[-1]))
+        return np.einsum("id,ikd->ik", image_vectors, text_vectors)
+
+    return similarity
 
 
 def train_retrieval(config: RetrievalConfig, verbose: int | str = "auto", progress: bool = True) -> dict:
