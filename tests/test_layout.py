@@ -51,6 +51,7 @@ def test_registered_names_are_the_ones_saved_models_refer_to():
         layers.ContrastiveLogits: "mmkeras>ContrastiveLogits",
         layers.CoordinateChannels: "mmkeras>CoordinateChannels",
         layers.FeaturesAtCoordinates: "mmkeras>FeaturesAtCoordinates",
+        layers.NoiseLevelEmbedding: "mmkeras>NoiseLevelEmbedding",
         losses.MaskedAccuracy: "mmkeras>MaskedAccuracy",
         losses.SymmetricContrastiveLoss: "mmkeras>SymmetricContrastiveLoss",
         image_encoders.BackbonePreprocessing: "mmkeras>BackbonePreprocessing",

@@ -126,6 +126,30 @@ class FeaturesAtCoordinates(layers.Layer):
         return (*input_shape[:-1], 3 * input_shape[-1])
 
 
+@keras.saving.register_keras_serializable(package="mmkeras")
+class NoiseLevelEmbedding(layers.Layer):
+    """A diffusion model's noise variance, ``(batch, 1)``, as sines and cosines of it at
+    ``dims // 2`` frequencies spaced evenly in log space from 1 to 1,000 (as keras.io's DDIM
+    example, and Transformers' positions): a denoiser must act very differently at nearby
+    noise levels, and one number fed to a Dense layer changes its output too smoothly.
+    """
+
+    def __init__(self, dims: int = 32, **kwargs):
+        super().__init__(**kwargs)
+        self.dims = dims
+
+    def call(self, noise_variances):
+        frequencies = ops.exp(ops.linspace(0.0, math.log(1000.0), self.dims // 2))
+        angles = 2.0 * math.pi * ops.cast(noise_variances, "float32") * frequencies
+        return ops.concatenate([ops.sin(angles), ops.cos(angles)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2 * (self.dims // 2))
+
+    def get_config(self):
+        return {**super().get_config(), "dims": self.dims}
+
+
 def _coordinates(rows: int, cols: int):
     """Each position's x (left to right) and y (top to bottom), from -1 to 1, as two
     ``(rows, cols)`` grids."""

@@ -1,0 +1,170 @@
+"""A caption-conditioned diffusion model: trained as DDPM (predict the noise mixed into an
+image at a random noise level), sampled as DDIM (deterministic steps from pure noise), with
+classifier-free guidance.
+
+The schedule, the training step and the sampler follow keras.io's DDIM example: continuous
+diffusion times from 0 to 1, a cosine schedule whose signal and noise rates are the cosine
+and sine of one angle (their squares sum to 1), the mean absolute error of the predicted
+noise. The caption is replaced by the empty caption in a share of the training examples, so
+the one network also learns to denoise unconditioned; sampling then pushes each step away
+from the unconditioned prediction and towards the captioned one (Ho and Salimans, 2022):
+``noise = unconditioned + guidance * (captioned - unconditioned)``.
+
+What is saved is the denoiser itself (:func:`mmkeras.nn.unet.build_denoiser`), with the
+exponential moving average of its weights (Keras' optimizer keeps it, ``use_ema``).
+Introduced in ``06_text_to_image.ipynb``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mmkeras.data.pairs import teacher_forcing
+from mmkeras.data.text import add_start_end, standardize_list, vectorizer_for
+
+# The signal rate at diffusion times 0 and 1: never a wholly clean or wholly noisy image,
+# so that neither rate is ever 0 (the denoiser divides by the signal rate).
+MAX_SIGNAL_RATE = 0.95
+MIN_SIGNAL_RATE = 0.02
+
+
+def diffusion_schedule(diffusion_times):
+    """``(noise_rates, signal_rates)`` at diffusion times from 0 (clean) to 1 (noise)."""
+    start_angle = math.acos(MAX_SIGNAL_RATE)
+    end_angle = math.acos(MIN_SIGNAL_RATE)
+    angles = start_angle + tf.cast(diffusion_times, tf.float32) * (end_angle - start_angle)
+    return tf.sin(angles), tf.cos(angles)
+
+
+def to_unit_range(images):
+    """uint8 pixels to -1..1."""
+    return tf.cast(images, tf.float32) / 127.5 - 1.0
+
+
+def to_pixels(images):
+    """-1..1 back to uint8 pixels (clipped: a predicted image may overshoot)."""
+    return tf.cast(tf.round(tf.clip_by_value((images + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)
+
+
+class DiffusionTrainer(keras.Model):
+    """Trains a denoiser on batches of ``{"image": uint8 images, "text": caption ids}``:
+    each image mixed with fresh noise at a uniformly drawn diffusion time, the loss the mean
+    absolute error of the predicted noise. Only for training; what is saved is the denoiser.
+
+    ``empty_text``: the ids of the empty caption, which replaces a caption with probability
+    ``caption_dropout`` (classifier-free guidance needs the unconditioned prediction).
+    """
+
+    def __init__(self, denoiser: keras.Model, empty_text, caption_dropout: float = 0.1,
+                 seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.denoiser = denoiser
+        self.empty_text = tf.constant(empty_text, tf.int32)
+        self.caption_dropout = caption_dropout
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    def call(self, inputs, training=False):
+        return self.denoiser(inputs, training=training)
+
+    def noise_loss(self, data, training: bool):
+        inputs, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        images = to_unit_range(inputs["image"])
+        text = inputs["text"]
+        batch = tf.shape(images)[0]
+        if training:
+            dropped = keras.random.uniform((batch, 1), seed=self.seed_generator) < self.caption_dropout
+            text = tf.where(dropped, self.empty_text[None], text)
+        noises = keras.random.normal(tf.shape(images), seed=self.seed_generator)
+        diffusion_times = keras.random.uniform((batch, 1), seed=self.seed_generator)
+        noise_rates, signal_rates = diffusion_schedule(diffusion_times)
+        noisy_images = (signal_rates[:, :, None, None] * images
+                        + noise_rates[:, :, None, None] * noises)
+        predicted = self.denoiser({"noisy_images": noisy_images, "noise_variances": noise_rates ** 2,
+                                   "text": text}, training=training)
+        return tf.reduce_mean(tf.abs(noises - predicted))
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            loss = self.noise_loss(data, training=True)
+        variables = self.denoiser.trainable_variables
+        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        self.loss_tracker.update_state(loss)
+        return {"loss": self.loss_tracker.result()}
+
+    def test_step(self, data):
+        self.loss_tracker.update_state(self.noise_loss(data, training=False))
+        return {"loss": self.loss_tracker.result()}
+
+
+def empty_caption_ids(vectorizer) -> np.ndarray:
+    """The ids the denoiser reads for no caption: ``[start] [end]``, then padding."""
+    return teacher_forcing(vectorizer(add_start_end([""])))[0][0].numpy()
+
+
+class ImageGenerator:
+    """Images for captions from a saved denoiser: DDIM steps with classifier-free guidance,
+    compiled once for any batch size and number of steps."""
+
+    def __init__(self, denoiser: keras.Model):
+        self.denoiser = denoiser
+        embedding = denoiser.get_layer("word_embedding")
+        max_text_length = denoiser.input["text"].shape[1]
+        self.vocabulary = embedding.vocabulary
+        self.vectorizer = vectorizer_for(self.vocabulary, max_text_length - 1)
+        self.image_size = denoiser.input["noisy_images"].shape[1]
+        self.empty_text = tf.constant(empty_caption_ids(self.vectorizer), tf.int32)
+        self._sample = tf.function(self.reverse_diffusion, input_signature=[
+            tf.TensorSpec([None, max_text_length], tf.int32),
+            tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.float32),
+            tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)])
+
+    def text_ids(self, captions: list[str]) -> tf.Tensor:
+        return tf.cast(teacher_forcing(self.vectorizer(add_start_end(captions)))[0], tf.int32)
+
+    def unknown_words(self, captions: list[str]) -> list[str]:
+        """The words of ``captions`` outside the vocabulary, each once, in order."""
+        known = set(self.vocabulary)
+        words = [w for caption in standardize_list(captions) for w in caption.split()]
+        return list(dict.fromkeys(w for w in words if w not in known))
+
+    def reverse_diffusion(self, text, initial_noise, steps, guidance):
+        """``steps`` DDIM steps from ``initial_noise`` to images in -1..1."""
+        batch = tf.shape(text)[0]
+        both_texts = tf.concat([text, tf.tile(self.empty_text[None], [batch, 1])], axis=0)
+        step_size = 1.0 / tf.cast(steps, tf.float32)
+        noisy_images = initial_noise
+        predicted_images = initial_noise
+        for step in tf.range(steps):
+            diffusion_times = tf.fill([batch, 1], 1.0 - tf.cast(step, tf.float32) * step_size)
+            noise_rates, signal_rates = diffusion_schedule(diffusion_times)
+            both = self.denoiser({"noisy_images": tf.concat([noisy_images, noisy_images], 0),
+                                  "noise_variances": tf.concat([noise_rates, noise_rates], 0) ** 2,
+                                  "text": both_texts}, training=False)
+            captioned, unconditioned = both[:batch], both[batch:]
+            predicted_noises = unconditioned + guidance * (captioned - unconditioned)
+            predicted_images = (noisy_images - noise_rates[:, :, None, None] * predicted_noises) \
+                / signal_rates[:, :, None, None]
+            # Remix the two parts at the next step's rates.
+            next_noise_rates, next_signal_rates = diffusion_schedule(diffusion_times - step_size)
+            noisy_images = (next_signal_rates[:, :, None, None] * predicted_images
+                            + next_noise_rates[:, :, None, None] * predicted_noises)
+        return predicted_images
+
+    def generate(self, captions: list[str], steps: int = 20, guidance: float = 3.0,
+                 seed: int = 0) -> np.ndarray:
+        """uint8 images, ``(len(captions), size, size, 3)``, one per caption; the same
+        seed gives the same images."""
+        noise = tf.random.stateless_normal((len(captions), self.image_size, self.image_size, 3),
+                                           seed=[seed, 0])
+        images = self._sample(self.text_ids(captions), noise, tf.constant(steps),
+                              tf.constant(guidance, tf.float32))
+        return to_pixels(images).numpy()

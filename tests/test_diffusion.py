@@ -1,0 +1,95 @@
+"""The text-to-image diffusion model's parts: the noise schedule, the denoiser, its training
+step and the guided DDIM sampler."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mmkeras.data.text import END, START, vectorizer_for
+from mmkeras.generation import diffusion
+from mmkeras.nn.layers import NoiseLevelEmbedding
+from mmkeras.nn.unet import build_denoiser
+
+VOCABULARY = ["", "[UNK]", START, END, "a", "red", "blue", "circle", "square", "above"]
+MAX_TEXT_LENGTH = 6
+
+
+@pytest.fixture(scope="module")
+def denoiser():
+    keras.utils.set_random_seed(0)
+    return build_denoiser(VOCABULARY, MAX_TEXT_LENGTH, image_size=16, widths=(8, 16), block_depth=1,
+                          embedding_dim=8, units=16)
+
+
+def test_schedule_rates_are_a_unit_mix_from_nearly_clean_to_nearly_noise():
+    times = tf.linspace(0.0, 1.0, 11)
+    noise_rates, signal_rates = (r.numpy() for r in diffusion.diffusion_schedule(times))
+    np.testing.assert_allclose(noise_rates ** 2 + signal_rates ** 2, 1.0, rtol=1e-6)
+    assert signal_rates[0] == pytest.approx(diffusion.MAX_SIGNAL_RATE)
+    assert signal_rates[-1] == pytest.approx(diffusion.MIN_SIGNAL_RATE, abs=1e-6)
+    assert (np.diff(signal_rates) < 0).all()
+
+
+def test_noise_level_embedding_is_sines_and_cosines_of_the_variance():
+    embedded = np.asarray(NoiseLevelEmbedding(8)(np.array([[0.0], [0.1]], "float32")))
+    assert embedded.shape == (2, 8)
+    np.testing.assert_allclose(embedded[0], [0] * 4 + [1] * 4, atol=1e-6)
+    frequencies = np.exp(np.linspace(0, np.log(1000), 4))
+    np.testing.assert_allclose(embedded[1, :4], np.sin(2 * np.pi * 0.1 * frequencies), atol=1e-3)  # float32 angles
+
+
+def test_pixels_survive_the_round_trip_through_the_unit_range():
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+    np.testing.assert_array_equal(diffusion.to_pixels(diffusion.to_unit_range(pixels)).numpy(), pixels)
+    assert diffusion.to_pixels(tf.constant([[-3.0, 3.0]])).numpy().tolist() == [[0, 255]]
+
+
+def test_the_denoiser_starts_at_zero_noise_and_loads_with_safe_mode(denoiser, tmp_path):
+    inputs = {"noisy_images": np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype("float32"),
+              "noise_variances": np.array([[0.5], [0.9]], "float32"),
+              "text": np.array([[2, 4, 5, 7, 0, 0], [2, 0, 0, 0, 0, 0]], "int32")}
+    np.testing.assert_array_equal(np.asarray(denoiser(inputs)), 0.0)
+    denoiser.get_layer("predicted_noise").kernel.assign(
+        np.random.default_rng(1).normal(size=denoiser.get_layer("predicted_noise").kernel.shape))
+    denoiser.save(tmp_path / "denoiser.keras")
+    reloaded = keras.saving.load_model(tmp_path / "denoiser.keras", safe_mode=True)
+    np.testing.assert_allclose(np.asarray(reloaded(inputs)), np.asarray(denoiser(inputs)), rtol=1e-5)
+    denoiser.get_layer("predicted_noise").kernel.assign(np.zeros(denoiser.get_layer("predicted_noise").kernel.shape))
+
+
+def test_training_lowers_the_noise_loss_on_a_few_images(denoiser):
+    keras.utils.set_random_seed(0)
+    model = build_denoiser(VOCABULARY, MAX_TEXT_LENGTH, image_size=16, widths=(8, 16), block_depth=1,
+                           embedding_dim=8, units=16)
+    vectorizer = vectorizer_for(VOCABULARY, MAX_TEXT_LENGTH - 1)
+    trainer = diffusion.DiffusionTrainer(model, diffusion.empty_caption_ids(vectorizer), seed=0)
+    trainer.compile(optimizer=keras.optimizers.Adam(3e-3))
+    images = np.zeros((32, 16, 16, 3), np.uint8)
+    images[:16, :8] = 255  # two kinds of picture (top half white, or bottom), each its own caption
+    images[16:, 8:] = 255
+    text = np.array([[2, 4, 5, 7, 0, 0]] * 16 + [[2, 4, 6, 8, 0, 0]] * 16, "int32")
+    data = tf.data.Dataset.from_tensor_slices({"image": images, "text": text}).repeat(30).batch(16)
+    history = trainer.fit(data, epochs=2, verbose=0).history
+    assert history["loss"][-1] < 0.8 * history["loss"][0]
+
+
+def test_the_empty_caption_is_start_and_end():
+    vectorizer = vectorizer_for(VOCABULARY, MAX_TEXT_LENGTH - 1)
+    assert diffusion.empty_caption_ids(vectorizer).tolist() == [2, 3, 0, 0, 0, 0]
+
+
+def test_generation_is_seeded_uint8_and_guidance_changes_it(denoiser):
+    denoiser.get_layer("predicted_noise").kernel.assign(
+        np.random.default_rng(2).normal(size=denoiser.get_layer("predicted_noise").kernel.shape) * 0.1)
+    generator = diffusion.ImageGenerator(denoiser)
+    images = generator.generate(["a red circle", "a blue square"], steps=3, guidance=2.0, seed=1)
+    assert images.shape == (2, 16, 16, 3) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images, generator.generate(["a red circle", "a blue square"], steps=3,
+                                                             guidance=2.0, seed=1))
+    assert not np.array_equal(images, generator.generate(["a red circle", "a blue square"], steps=3,
+                                                         guidance=2.0, seed=2))
+    assert not np.array_equal(images, generator.generate(["a red circle", "a blue square"], steps=3,
+                                                         guidance=0.0, seed=1))
+    assert generator.unknown_words(["a red circle", "a Pink circle", "a pink star"]) == ["pink", "star"]
+    denoiser.get_layer("predicted_noise").kernel.assign(np.zeros(denoiser.get_layer("predicted_noise").kernel.shape))
