@@ -18,9 +18,11 @@ from mmkeras.config import (
     DEFAULT_FUSION,
     ENCODERS,
     FUSIONS,
+    GENERATORS,
     TASKS,
     RetrievalConfig,
     TaskConfig,
+    TextToImageConfig,
     TrainConfig,
 )
 from mmkeras.data.flickr8k import MIRROR as FLICKR8K_MIRROR
@@ -253,6 +255,64 @@ def _recalls(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_text2image(args) -> int:
+    from mmkeras.generation.train import train_text_to_image
+    config = TextToImageConfig(kind=args.kind, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
+                               seed=args.seed, smoke=args.smoke, out=args.out)
+    verbose = "auto" if sys.stdout.isatty() else 2
+    metrics = train_text_to_image(config, verbose=verbose, progress=sys.stdout.isatty())
+    print(f"wrote {Path(config.out) / 'model.keras'}, config.json, history.csv, metrics.json")
+    print(_generation_scores(metrics))
+    return 0
+
+
+def _generation_scores(metrics: dict) -> str:
+    """The round trip beside the real images and the shuffled captions, then the rest."""
+    lines = [f"{metrics['n_prompts']} test captions drawn ({metrics['sampling_steps']} steps, guidance "
+             f"{metrics['guidance']:g}), read back by the captioner: generated (real images, shuffled captions)"]
+    for key in ("colour", "shape", "size", "relation", "scene"):
+        lines.append(f"  {key:<9} {metrics['round_trip'][key]:.3f}  ({metrics['round_trip_real'][key]:.3f}, "
+                     f"{metrics['round_trip_shuffled'][key]:.3f})")
+    lines.append(f"R-precision {metrics['r_precision']:.3f} (real {metrics['r_precision_real']:.3f}, "
+                 f"shuffled {metrics['r_precision_shuffled']:.3f}, chance {metrics['r_precision_chance']:.3f}); KID {metrics['kid']:.4f} "
+                 f"(two halves of the real images: {metrics['kid_real']:.4f}); "
+                 f"{metrics['images_per_second']:.1f} images a second")
+    return "\n".join(lines)
+
+
+def cmd_generate(args) -> int:
+    captions = list(args.captions)
+    if args.captions_file:
+        path = Path(args.captions_file)
+        try:
+            captions += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as error:
+            raise UserError(f"{path}: cannot be read as UTF-8 text, one caption a line ({error})") from None
+    if not captions:
+        raise UserError("no captions: give them as arguments or in --captions FILE")
+    from PIL import Image
+
+    from mmkeras.generation.diffusion import ImageGenerator
+    from mmkeras.runs import load_model
+    denoiser = load_model(args.model)
+    if denoiser.name != "denoiser":
+        raise UserError(f"--model {args.model}: expected a model written by text2image, "
+                        f"found the model {denoiser.name!r}")
+    generator = ImageGenerator(denoiser)
+    unknown = generator.unknown_words(captions)
+    if unknown:
+        raise UserError(f"{', '.join(repr(w) for w in unknown)}: not in the model's vocabulary "
+                        f"({len(generator.vocabulary)} words, e.g. {', '.join(generator.vocabulary[4:10])})")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(captions), 100):
+        images = generator.generate(captions[start:start + 100], args.steps, args.guidance, args.seed + start)
+        for index, image in enumerate(images, start):
+            Image.fromarray(image).save(out / f"{index:05d}.png")
+    print(f"wrote {len(captions)} images to {out} ({generator.image_size} px, 00000.png first)")
+    return 0
+
+
 def cmd_fusion(args) -> int:
     from mmkeras.tasks.fusion_comparison import compare_fusions, fusion_table
     known = (*FUSIONS, *BLIND_BASELINES)
@@ -393,6 +453,32 @@ def build_parser() -> argparse.ArgumentParser:
     retrieval.add_argument("--out", default="runs/retrieval", help="folder for the model and records")
     retrieval.add_argument("--smoke", action="store_true", help="tiny data and 2 epochs")
     retrieval.set_defaults(run=cmd_retrieval)
+
+    text2image = commands.add_parser("text2image", help="train and score an image generator "
+                                                        "that draws captions")
+    text2image.add_argument("--kind", choices=GENERATORS, default=TextToImageConfig.kind)
+    text2image.add_argument("--data", default="shapes", help="'shapes' or a Shapes Captions folder "
+                                                             "(the images are judged by reading their scenes back)")
+    text2image.add_argument("--epochs", type=_positive, default=TextToImageConfig.epochs)
+    text2image.add_argument("--batch-size", type=_positive, default=TextToImageConfig.batch_size)
+    text2image.add_argument("--seed", type=int, default=0)
+    text2image.add_argument("--out", default=TextToImageConfig.out, help="folder for the model and its records")
+    text2image.add_argument("--smoke", action="store_true", help="tiny data and 2 epochs")
+    text2image.set_defaults(run=cmd_text2image)
+
+    generate = commands.add_parser("generate", help="draw images for captions with a text2image model")
+    generate.add_argument("--model", required=True, help="a model.keras written by text2image")
+    generate.add_argument("--out", required=True, help="folder for the images: 00000.png, 00001.png, ...")
+    generate.add_argument("captions", nargs="*", metavar="CAPTION")
+    generate.add_argument("--captions", dest="captions_file", metavar="FILE",
+                          help="also these captions, one a line (after those given as arguments)")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--guidance", type=float, default=TextToImageConfig.guidance,
+                          help="classifier-free guidance weight (0: no caption, 1: the captioned "
+                               "prediction alone; default %(default)s)")
+    generate.add_argument("--steps", type=_positive, default=TextToImageConfig.sampling_steps,
+                          help="DDIM steps (default %(default)s)")
+    generate.set_defaults(run=cmd_generate)
 
     fusion = commands.add_parser("fusion", help="compare the fusion methods on one task: "
                                                 "accuracy, parameters, time per epoch")

@@ -30,6 +30,8 @@ DATASETS = {
     "flickr8k": {"image_size": 224, "backbone": "MobileNetV2"},
     "coco": {"image_size": 224, "backbone": "MobileNetV2"},
 }
+# The text-to-image generators (mmkeras.generation).
+GENERATORS = ("diffusion",)
 # The smoke size of every run (--smoke, the tests, CI): every step in seconds.
 SMOKE_SHAPES = {"num_train": 256, "num_val": 64, "num_test": 64}
 SMOKE_EPOCHS = 2
@@ -111,3 +113,29 @@ class RetrievalConfig:
     seed: int = 0
     smoke: bool = False
     out: str = "runs/retrieval"
+
+
+@dataclass
+class TextToImageConfig:
+    """Every setting of a text-to-image run; saved in ``config.json`` beside the model."""
+
+    kind: str = "diffusion"  # one of GENERATORS
+    data: str = "shapes"
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    # Drawn at 32 px, a quarter of the captioner's pixels: on a 2-core CPU a 64 px U-Net
+    # costs four times as much, and the captioner reads 32 px shapes back (upsampled) as
+    # well as 64 px ones (06_text_to_image.ipynb).
+    image_size: int = 32
+    widths: tuple[int, ...] = (32, 64, 96)  # the U-Net's channels at 32, 16 and 8 px
+    block_depth: int = 2
+    embedding_dim: int = 64
+    units: int = 128
+    caption_dropout: float = 0.1  # the share trained without a caption, for guidance
+    ema_momentum: float = 0.999
+    sampling_steps: int = 20  # DDIM steps of each generated image
+    guidance: float = 3.0
+    seed: int = 0
+    smoke: bool = False
+    out: str = "runs/text2image"

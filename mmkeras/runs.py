@@ -68,15 +68,19 @@ def epochs_for(config) -> int:
 
 
 def optimizer(learning_rate: float, decay_steps: int | None = None,
-              floor: float = COSINE_FLOOR["task"]) -> keras.optimizers.Optimizer:
+              floor: float = COSINE_FLOOR["task"], ema_momentum: float | None = None) -> keras.optimizers.Optimizer:
     """Adam with gradients clipped to norm 5; with ``decay_steps``, a cosine decay to ``floor``.
 
     The decay is what lets the last epochs settle: at a constant rate the validation loss
-    keeps jumping around its minimum.
+    keeps jumping around its minimum. With ``ema_momentum``, the optimizer also keeps an
+    exponential moving average of the weights, which ``fit`` puts in the model when it ends
+    (what a diffusion model samples with).
     """
     if decay_steps:
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps, alpha=floor)
-    return keras.optimizers.Adam(learning_rate, clipnorm=5.0)
+    if ema_momentum is None:
+        return keras.optimizers.Adam(learning_rate, clipnorm=5.0)
+    return keras.optimizers.Adam(learning_rate, clipnorm=5.0, use_ema=True, ema_momentum=ema_momentum)
 
 
 def fit(model: keras.Model, train_data, validation_data, out: Path, epochs: int,

@@ -19,7 +19,7 @@ def run_cli(*args, env_extra=None):
 
 
 @pytest.mark.parametrize("command", ["data shapes", "train", "evaluate", "caption", "vqa", "match",
-                                     "retrieval", "fusion"])
+                                     "retrieval", "fusion", "text2image", "generate"])
 def test_every_command_has_help(command):
     completed = run_cli(*command.split(), "--help")
     assert completed.returncode == 0

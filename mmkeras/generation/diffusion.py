@@ -78,7 +78,7 @@ class DiffusionTrainer(keras.Model):
     def noise_loss(self, data, training: bool):
         inputs, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         images = to_unit_range(inputs["image"])
-        text = inputs["text"]
+        text = tf.cast(inputs["text"], tf.int32)
         batch = tf.shape(images)[0]
         if training:
             dropped = keras.random.uniform((batch, 1), seed=self.seed_generator) < self.caption_dropout

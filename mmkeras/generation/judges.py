@@ -1,0 +1,121 @@
+"""Generated images judged by the models the course already trained.
+
+Every Shapes Captions caption names its whole scene, so whether a picture shows what it was
+asked for can be measured: the captioner reads each generated image back into words, which
+are read back into two objects and a relation (:func:`round_trip`); the dual encoder ranks
+the prompt among 99 other captions (:func:`r_precision`); and a kernel distance between
+generated and real images in the dual encoder's image features says how far the pictures
+are from real ones as a whole (:func:`kernel_inception_distance`, with the dual encoder in
+place of InceptionV3, which would need a download). Introduced in ``06_text_to_image.ipynb``.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mmkeras.caption.decoding import CaptionDecoder
+from mmkeras.data.shapes import INVERSE_RELATION, Scene, read_caption
+from mmkeras.tasks.retrieval import caption_ids, towers_of
+
+ATTRIBUTES = ("colour", "shape", "size")
+
+
+def _resized(images: np.ndarray, image_size: int) -> np.ndarray:
+    """uint8 images at the judge's size (bilinear: a 32 px drawing read by a 64 px model)."""
+    if images.shape[1] == image_size:
+        return images
+    resized = tf.image.resize(tf.cast(images, tf.float32), (image_size, image_size), method="bilinear")
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8).numpy()
+
+
+def read_back(images: np.ndarray, captioner: keras.Model, batch_size: int = 250) -> list[str]:
+    """The captioner's greedy caption of each image."""
+    decoder = CaptionDecoder(captioner)
+    images = _resized(images, captioner.input["image"].shape[1])
+    return [caption for start in range(0, len(images), batch_size)
+            for caption in decoder.captions(images[start:start + batch_size])]
+
+
+def compare_scene(caption: str, scene: Scene) -> dict[str, int]:
+    """How many of a scene's attributes a caption gets right: ``colour``, ``shape`` (two
+    objects each), ``size`` (of the objects it gives a size), ``sizes_read`` (how many it
+    gives one), ``relation`` (0 or 1) and ``scene`` (1 if everything is right and both
+    sizes are said). The caption's objects are matched to the scene's in whichever order
+    gets more right (a caption may name the second object first, with the inverse
+    relation); a caption of no template gets nothing right."""
+    counts = dict.fromkeys((*ATTRIBUTES, "sizes_read", "relation", "scene"), 0)
+    reading = read_caption(caption)
+    if reading is None:
+        return counts
+    orders = [((reading.first, reading.second), reading.relation),
+              ((reading.second, reading.first), INVERSE_RELATION[reading.relation])]
+    best = None
+    for mentions, relation in orders:
+        hits = {attribute: sum(getattr(m, attribute) == getattr(o, attribute)
+                               for m, o in zip(mentions, scene.objects)) for attribute in ATTRIBUTES}
+        hits["sizes_read"] = sum(m.size is not None for m in mentions)
+        hits["relation"] = int(relation == scene.relation)
+        hits["scene"] = int(hits["colour"] == hits["shape"] == hits["size"] == 2 and hits["relation"] == 1)
+        total = sum(hits[a] for a in ATTRIBUTES) + hits["relation"]
+        if best is None or total > best[0]:
+            best = (total, hits)
+    return best[1]
+
+
+def round_trip(captions: list[str], scenes: list[Scene]) -> dict[str, float]:
+    """Shares right over all images: ``colour``, ``shape`` (of the objects), ``size`` (of
+    the objects whose size the caption says), ``relation``, ``scene`` (wholly right), and
+    ``sizes_read`` (the share of objects given a size)."""
+    totals = dict.fromkeys((*ATTRIBUTES, "sizes_read", "relation", "scene"), 0)
+    for caption, scene in zip(captions, scenes):
+        for key, value in compare_scene(caption, scene).items():
+            totals[key] += value
+    objects = 2 * len(scenes)
+    return {"colour": totals["colour"] / objects, "shape": totals["shape"] / objects,
+            "size": totals["size"] / totals["sizes_read"] if totals["sizes_read"] else 0.0,
+            "relation": totals["relation"] / len(scenes), "scene": totals["scene"] / len(scenes),
+            "sizes_read": totals["sizes_read"] / objects}
+
+
+def image_features(images: np.ndarray, dual_encoder: keras.Model) -> np.ndarray:
+    """The dual encoder's unit image vectors, at its image size."""
+    image_tower = towers_of(dual_encoder)[0]
+    return image_tower.predict(_resized(images, image_tower.input_shape[1]), batch_size=256, verbose=0)
+
+
+def r_precision(images: np.ndarray, prompts: list[str], dual_encoder: keras.Model,
+                distractors: int = 99, seed: int = 0) -> float:
+    """The share of images whose own prompt the dual encoder ranks first among it and
+    ``distractors`` other prompts of the list that describe a different scene (text to
+    image's R-precision, as AttnGAN scored it). Chance: 1 / (distractors + 1)."""
+    _, text_tower, vectorizer = towers_of(dual_encoder)
+    image_vectors = image_features(images, dual_encoder)
+    text_vectors = text_tower.predict(caption_ids(prompts, vectorizer), batch_size=512, verbose=0)
+    rng = np.random.default_rng(seed)
+    first = 0
+    for i, image_vector in enumerate(image_vectors):
+        others = [j for j in range(len(prompts)) if prompts[j] != prompts[i]]
+        chosen = rng.choice(others, size=min(distractors, len(others)), replace=False)
+        own = image_vector @ text_vectors[i]
+        first += own > (text_vectors[chosen] @ image_vector).max()
+    return first / len(image_vectors)
+
+
+def kernel_inception_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """The unbiased squared MMD between two sets of features under the cubic polynomial
+    kernel ``(x . y / d + 1) ** 3`` (Binkowski et al., 2018): about 0 for two samples of
+    one distribution, larger the further apart."""
+    dims = features_a.shape[1]
+
+    def kernel(x, y):
+        return (x @ y.T / dims + 1.0) ** 3
+
+    def mean_off_diagonal(k):
+        n = k.shape[0]
+        return (k.sum() - np.trace(k)) / (n * (n - 1))
+
+    return float(mean_off_diagonal(kernel(features_a, features_a))
+                 + mean_off_diagonal(kernel(features_b, features_b))
+                 - 2.0 * kernel(features_a, features_b).mean())

@@ -1,0 +1,136 @@
+"""Train a text-to-image generator and score what it draws with the course's own models.
+
+``python -m mmkeras text2image`` runs :func:`train_text_to_image`: data, vocabulary, the
+generator, ``fit`` with the run skeleton (:mod:`mmkeras.runs`), then images drawn for the
+first caption of every test scene, judged (:mod:`mmkeras.generation.judges`) beside the
+same scores of the real test images (the ceiling) and of the generated images paired with
+other scenes' captions (the floor). Introduced in ``06_text_to_image.ipynb``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from mmkeras import runs
+from mmkeras.caption.train import train as train_captioner
+from mmkeras.config import RetrievalConfig, TextToImageConfig, TrainConfig
+from mmkeras.data.catalog import load_dataset
+from mmkeras.data.images import evaluation_images
+from mmkeras.data.shapes import captions_for, scenes_of
+from mmkeras.data.text import MAX_CAPTION_WORDS, build_vectorizer, caption_lengths, vectorizer_vocabulary
+from mmkeras.generation import judges
+from mmkeras.generation.diffusion import DiffusionTrainer, ImageGenerator, empty_caption_ids
+from mmkeras.nn.unet import build_denoiser
+from mmkeras.tasks.retrieval import retrieval_dataset, train_retrieval
+
+# Test scenes drawn for and judged: all 1,000 of the default test split.
+MAX_PROMPTS = 1000
+
+
+def train_text_to_image(config: TextToImageConfig, verbose: int | str = "auto", progress: bool = True,
+                        captioner: keras.Model | None = None,
+                        dual_encoder: keras.Model | None = None) -> dict:
+    """Train, draw the test prompts, judge them, write model, config, history and metrics.
+
+    The judges are the captioner and the dual encoder trained on the same data; without
+    them given, they are trained with their defaults into ``out/judges/`` (once: a later
+    run into the same folder loads them).
+    """
+    data_dir, splits = load_dataset(config.data, smoke=config.smoke, seed=config.seed, progress=progress)
+    scenes_of(splits["test"])  # judged by reading the scenes back: refused before any training
+    with runs.start(config.out, config.seed) as out:
+        runs.forget_history(out)
+        epochs = runs.epochs_for(config)
+        train_split = splits["train"]
+        train_captions = [c for refs in train_split.captions for c in refs]
+        max_caption_length = int(min(MAX_CAPTION_WORDS, np.percentile(caption_lengths(train_captions), 99)))
+        vectorizer = build_vectorizer(train_captions, max_caption_length)
+        denoiser = build_denoiser(vectorizer_vocabulary(vectorizer), max_caption_length + 1,
+                                  config.image_size, config.widths, config.block_depth,
+                                  config.embedding_dim, config.units)
+        trainer = DiffusionTrainer(denoiser, empty_caption_ids(vectorizer), config.caption_dropout,
+                                   seed=config.seed, name="diffusion_trainer")
+        decay_steps = epochs * math.ceil(len(train_split) / config.batch_size)
+        trainer.compile(optimizer=runs.optimizer(config.learning_rate, decay_steps,
+                                                 ema_momentum=config.ema_momentum))
+        started = time.perf_counter()
+        history = runs.fit(
+            trainer,
+            retrieval_dataset(train_split, vectorizer, config.image_size, config.batch_size, seed=config.seed),
+            retrieval_dataset(splits["val"], vectorizer, config.image_size, config.batch_size,
+                              shuffle=False, seed=config.seed),
+            out, epochs, verbose)
+        fit_seconds = time.perf_counter() - started
+        runs.save_model(denoiser, out / "model.keras")
+
+        if captioner is None or dual_encoder is None:
+            captioner, dual_encoder = _judges(config, str(data_dir), out / "judges", verbose, progress)
+        metrics = {**score_generator(ImageGenerator(denoiser), splits["test"], captioner, dual_encoder,
+                                     config.sampling_steps, config.guidance, config.seed),
+                   "parameters": denoiser.count_params(), "seconds_per_epoch": fit_seconds / epochs}
+        runs.record(out, config, metrics, epochs_run=epochs)
+        return {**metrics, "model": denoiser, "history": history}
+
+
+def _judges(config: TextToImageConfig, data: str, folder: Path, verbose, progress: bool):
+    """The captioner and the dual encoder, trained with their defaults on ``data`` unless
+    already in ``folder``."""
+    captioner_out, dual_encoder_out = folder / "captioner", folder / "dual_encoder"
+    if not (captioner_out / "metrics.json").exists():
+        print(f"training the captioner that judges the images into {captioner_out}")
+        train_captioner(TrainConfig(data=data, out=str(captioner_out), smoke=config.smoke, seed=config.seed),
+                        verbose=verbose, progress=progress)
+    if not (dual_encoder_out / "metrics.json").exists():
+        print(f"training the dual encoder that judges the images into {dual_encoder_out}")
+        train_retrieval(RetrievalConfig(data=data, out=str(dual_encoder_out), smoke=config.smoke,
+                                        seed=config.seed), verbose=verbose, progress=progress)
+    return runs.load_model(captioner_out / "model.keras"), runs.load_model(dual_encoder_out / "model.keras")
+
+
+def score_generator(generator: ImageGenerator, test_split, captioner: keras.Model,
+                    dual_encoder: keras.Model, steps: int, guidance: float, seed: int = 0,
+                    batch_size: int = 100) -> dict:
+    """The metrics of ``text2image``: images drawn for the first (whole-scene) caption of
+    each test scene, read back by the captioner (``round_trip``), their prompt ranked by the
+    dual encoder among 99 others (``r_precision``), their kernel distance to the real test
+    images (``kid``), each beside the real images (``real``, the ceiling) and the drawn
+    images paired with a shuffled list of scenes (``shuffled``, the floor); and images
+    drawn a second per caption (median over batches, after a warm-up)."""
+    scenes = scenes_of(test_split)[:MAX_PROMPTS]
+    prompts = [captions_for(scene)[0] for scene in scenes]
+    generator.generate(prompts[:batch_size], steps, guidance, seed)  # compile first
+    images, seconds = [], []
+    for start in range(0, len(prompts), batch_size):
+        began = time.perf_counter()
+        images.append(generator.generate(prompts[start:start + batch_size], steps, guidance, seed + start))
+        seconds.append((time.perf_counter() - began) / len(images[-1]))
+    generated = np.concatenate(images)
+    real = np.concatenate([batch.numpy() for batch in evaluation_images(test_split, generator.image_size)])
+    real = real[:len(prompts)]
+    shuffled = np.random.default_rng(seed).permutation(len(prompts))
+
+    read_generated = judges.read_back(generated, captioner)
+    read_real = judges.read_back(real, captioner)
+    real_features = judges.image_features(real, dual_encoder)
+    generated_features = judges.image_features(generated, dual_encoder)
+    half = len(real_features) // 2
+    return {
+        "round_trip": judges.round_trip(read_generated, scenes),
+        "round_trip_real": judges.round_trip(read_real, scenes),
+        "round_trip_shuffled": judges.round_trip([read_generated[i] for i in shuffled], scenes),
+        "r_precision": judges.r_precision(generated, prompts, dual_encoder, seed=seed),
+        "r_precision_real": judges.r_precision(real, prompts, dual_encoder, seed=seed),
+        "r_precision_shuffled": judges.r_precision(generated[shuffled], prompts, dual_encoder, seed=seed),
+        "r_precision_chance": 1.0 / min(100, len(prompts)),
+        "kid": judges.kernel_inception_distance(generated_features, real_features),
+        # Two halves of the real images: what KID is for two samples of one distribution.
+        "kid_real": judges.kernel_inception_distance(real_features[:half], real_features[half:]),
+        "images_per_second": 1.0 / statistics.median(seconds),
+        "n_prompts": len(prompts), "sampling_steps": steps, "guidance": guidance,
+    }
