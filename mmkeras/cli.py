@@ -268,8 +268,10 @@ def cmd_text2image(args) -> int:
 
 def _generation_scores(metrics: dict) -> str:
     """The round trip beside the real images and the shuffled captions, then the rest."""
-    lines = [f"{metrics['n_prompts']} test captions drawn ({metrics['sampling_steps']} steps, guidance "
-             f"{metrics['guidance']:g}), read back by the captioner: generated (real images, shuffled captions)"]
+    how = (f"{metrics['sampling_steps']} steps, guidance {metrics['guidance']:g}" if "guidance" in metrics
+           else "one pass of the decoder each")
+    lines = [f"{metrics['n_prompts']} test captions drawn by the {metrics['kind']} model ({how}), read back "
+             "by the captioner: generated (real images, shuffled captions)"]
     for key in ("colour", "shape", "size", "relation", "scene"):
         lines.append(f"  {key:<9} {metrics['round_trip'][key]:.3f}  ({metrics['round_trip_real'][key]:.3f}, "
                      f"{metrics['round_trip_shuffled'][key]:.3f})")
@@ -292,13 +294,12 @@ def cmd_generate(args) -> int:
         raise UserError("no captions: give them as arguments or in --captions FILE")
     from PIL import Image
 
-    from mmkeras.generation.diffusion import ImageGenerator
+    from mmkeras.generation.train import generator_for
     from mmkeras.runs import load_model
-    denoiser = load_model(args.model)
-    if denoiser.name != "denoiser":
-        raise UserError(f"--model {args.model}: expected a model written by text2image, "
-                        f"found the model {denoiser.name!r}")
-    generator = ImageGenerator(denoiser)
+    try:
+        generator = generator_for(load_model(args.model))
+    except UserError as error:
+        raise UserError(f"--model {args.model}: {error}") from None
     unknown = generator.unknown_words(captions)
     if unknown:
         raise UserError(f"{', '.join(repr(w) for w in unknown)}: not in the model's vocabulary "

@@ -31,7 +31,7 @@ DATASETS = {
     "coco": {"image_size": 224, "backbone": "MobileNetV2"},
 }
 # The text-to-image generators (mmkeras.generation).
-GENERATORS = ("diffusion",)
+GENERATORS = ("diffusion", "vae")
 # The smoke size of every run (--smoke, the tests, CI): every step in seconds.
 SMOKE_SHAPES = {"num_train": 256, "num_val": 64, "num_test": 64}
 SMOKE_EPOCHS = 2
@@ -128,10 +128,11 @@ class TextToImageConfig:
     # costs four times as much, and the captioner reads 32 px shapes back (upsampled) as
     # well as 64 px ones (06_text_to_image.ipynb).
     image_size: int = 32
-    widths: tuple[int, ...] = (32, 64, 96)  # the U-Net's channels at 32, 16 and 8 px
+    widths: tuple[int, ...] = (32, 64, 96)  # the diffusion U-Net's channels at 32, 16 and 8 px
     block_depth: int = 2
     embedding_dim: int = 64
     units: int = 128
+    latent_dim: int = 16  # the VAE's
     caption_dropout: float = 0.1  # the share trained without a caption, for guidance
     ema_momentum: float = 0.999
     sampling_steps: int = 20  # DDIM steps of each generated image

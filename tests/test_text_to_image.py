@@ -86,3 +86,25 @@ def test_generate_writes_one_png_per_caption_in_order(smoke_generator, tmp_path,
     assert cli.main(["generate", "--model", model, "--out", str(tmp_path / "more"), "a pink circle"]) == 2
     assert "'pink': not in the model's vocabulary" in capsys.readouterr().err
     assert not (tmp_path / "more").exists()
+
+
+def test_the_vae_trains_draws_and_loads_with_safe_mode(caption_model, tmp_path, capsys):
+    import keras
+
+    from mmkeras import cli
+    from mmkeras.generation.train import train_text_to_image
+    from mmkeras.tasks.retrieval import build_dual_encoder
+    vocabulary = caption_model.get_layer("word_embedding").vocabulary
+    result = train_text_to_image(TextToImageConfig(kind="vae", smoke=True, out=str(tmp_path / "vae")), verbose=0,
+                                 progress=False, captioner=caption_model,
+                                 dual_encoder=build_dual_encoder(vocabulary, 12)[0])
+    assert result["kind"] == "vae" and "guidance" not in result
+    history = result["history"]
+    assert history["loss"][-1] < history["loss"][0]
+    assert {"reconstruction", "kl", "val_loss"} <= set(history)
+    decoder = keras.saving.load_model(tmp_path / "vae" / "model.keras", safe_mode=True)
+    assert decoder.name == "vae_decoder"
+    assert cli.main(["generate", "--model", str(tmp_path / "vae" / "model.keras"), "--out", str(tmp_path / "drawn"),
+                     "a red circle", "a blue square"]) == 0
+    assert sorted(p.name for p in (tmp_path / "drawn").iterdir()) == ["00000.png", "00001.png"]
+    assert "wrote 2 images" in capsys.readouterr().out

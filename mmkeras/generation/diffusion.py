@@ -110,6 +110,13 @@ def empty_caption_ids(vectorizer) -> np.ndarray:
     return teacher_forcing(vectorizer(add_start_end([""])))[0][0].numpy()
 
 
+def unknown_words(captions: list[str], vocabulary: list[str]) -> list[str]:
+    """The words of ``captions`` outside ``vocabulary``, each once, in order."""
+    known = set(vocabulary)
+    words = [w for caption in standardize_list(captions) for w in caption.split()]
+    return list(dict.fromkeys(w for w in words if w not in known))
+
+
 class ImageGenerator:
     """Images for captions from a saved denoiser: DDIM steps with classifier-free guidance,
     compiled once for any batch size and number of steps."""
@@ -131,10 +138,7 @@ class ImageGenerator:
         return tf.cast(teacher_forcing(self.vectorizer(add_start_end(captions)))[0], tf.int32)
 
     def unknown_words(self, captions: list[str]) -> list[str]:
-        """The words of ``captions`` outside the vocabulary, each once, in order."""
-        known = set(self.vocabulary)
-        words = [w for caption in standardize_list(captions) for w in caption.split()]
-        return list(dict.fromkeys(w for w in words if w not in known))
+        return unknown_words(captions, self.vocabulary)
 
     def reverse_diffusion(self, text, initial_noise, steps, guidance):
         """``steps`` DDIM steps from ``initial_noise`` to images in -1..1."""

@@ -24,8 +24,10 @@ from mmkeras.data.catalog import load_dataset
 from mmkeras.data.images import evaluation_images
 from mmkeras.data.shapes import captions_for, scenes_of
 from mmkeras.data.text import MAX_CAPTION_WORDS, build_vectorizer, caption_lengths, vectorizer_vocabulary
+from mmkeras.errors import UserError
 from mmkeras.generation import judges
 from mmkeras.generation.diffusion import DiffusionTrainer, ImageGenerator, empty_caption_ids
+from mmkeras.generation.vae import VAEGenerator, VAETrainer, build_vae
 from mmkeras.nn.unet import build_denoiser
 from mmkeras.tasks.retrieval import retrieval_dataset, train_retrieval
 
@@ -51,14 +53,11 @@ def train_text_to_image(config: TextToImageConfig, verbose: int | str = "auto", 
         train_captions = [c for refs in train_split.captions for c in refs]
         max_caption_length = int(min(MAX_CAPTION_WORDS, np.percentile(caption_lengths(train_captions), 99)))
         vectorizer = build_vectorizer(train_captions, max_caption_length)
-        denoiser = build_denoiser(vectorizer_vocabulary(vectorizer), max_caption_length + 1,
-                                  config.image_size, config.widths, config.block_depth,
-                                  config.embedding_dim, config.units)
-        trainer = DiffusionTrainer(denoiser, empty_caption_ids(vectorizer), config.caption_dropout,
-                                   seed=config.seed, name="diffusion_trainer")
+        model, trainer = _model_and_trainer(config, vectorizer, max_caption_length + 1)
         decay_steps = epochs * math.ceil(len(train_split) / config.batch_size)
-        trainer.compile(optimizer=runs.optimizer(config.learning_rate, decay_steps,
-                                                 ema_momentum=config.ema_momentum))
+        trainer.compile(optimizer=runs.optimizer(
+            config.learning_rate, decay_steps,
+            ema_momentum=config.ema_momentum if config.kind == "diffusion" else None))
         started = time.perf_counter()
         history = runs.fit(
             trainer,
@@ -67,15 +66,40 @@ def train_text_to_image(config: TextToImageConfig, verbose: int | str = "auto", 
                               shuffle=False, seed=config.seed),
             out, epochs, verbose)
         fit_seconds = time.perf_counter() - started
-        runs.save_model(denoiser, out / "model.keras")
+        runs.save_model(model, out / "model.keras")
 
         if captioner is None or dual_encoder is None:
             captioner, dual_encoder = _judges(config, str(data_dir), out / "judges", verbose, progress)
-        metrics = {**score_generator(ImageGenerator(denoiser), splits["test"], captioner, dual_encoder,
+        metrics = {"kind": config.kind,
+                   **score_generator(generator_for(model), splits["test"], captioner, dual_encoder,
                                      config.sampling_steps, config.guidance, config.seed),
-                   "parameters": denoiser.count_params(), "seconds_per_epoch": fit_seconds / epochs}
+                   "parameters": model.count_params(), "seconds_per_epoch": fit_seconds / epochs}
         runs.record(out, config, metrics, epochs_run=epochs)
-        return {**metrics, "model": denoiser, "history": history}
+        return {**metrics, "model": model, "history": history}
+
+
+def _model_and_trainer(config: TextToImageConfig, vectorizer, max_text_length: int):
+    """The model to save (the denoiser, or the VAE's decoder) and the model that trains it."""
+    vocabulary = vectorizer_vocabulary(vectorizer)
+    if config.kind == "vae":
+        encoder, decoder = build_vae(vocabulary, max_text_length, config.image_size, config.latent_dim,
+                                     embedding_dim=config.embedding_dim, units=config.units)
+        return decoder, VAETrainer(encoder, decoder, seed=config.seed, name="vae_trainer")
+    denoiser = build_denoiser(vocabulary, max_text_length, config.image_size, config.widths,
+                              config.block_depth, config.embedding_dim, config.units)
+    return denoiser, DiffusionTrainer(denoiser, empty_caption_ids(vectorizer), config.caption_dropout,
+                                      seed=config.seed, name="diffusion_trainer")
+
+
+def generator_for(model: keras.Model):
+    """What draws images from a model ``text2image`` saved: its ``generate(captions, steps,
+    guidance, seed)`` gives uint8 images."""
+    if model.name == "denoiser":
+        return ImageGenerator(model)
+    if model.name == "vae_decoder":
+        return VAEGenerator(model)
+    raise UserError(f"expected a model written by text2image (a denoiser or a VAE decoder), "
+                    f"found the model {model.name!r}")
 
 
 def _judges(config: TextToImageConfig, data: str, folder: Path, verbose, progress: bool):
@@ -132,5 +156,7 @@ def score_generator(generator: ImageGenerator, test_split, captioner: keras.Mode
         # Two halves of the real images: what KID is for two samples of one distribution.
         "kid_real": judges.kernel_inception_distance(real_features[:half], real_features[half:]),
         "images_per_second": 1.0 / statistics.median(seconds),
-        "n_prompts": len(prompts), "sampling_steps": steps, "guidance": guidance,
+        "n_prompts": len(prompts),
+        # How it was drawn: a diffusion model's steps and guidance (a VAE has neither).
+        **({"sampling_steps": steps, "guidance": guidance} if isinstance(generator, ImageGenerator) else {}),
     }
