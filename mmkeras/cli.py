@@ -101,6 +101,9 @@ def cmd_evaluate(args) -> int:
     if args.out and Path(args.out).is_dir():  # found now, not after the whole evaluation
         raise UserError(f"--out {args.out}: is a folder; expected the name of a JSON file to write")
     model = load_model(args.model)
+    if (args.rerank or args.samples) and (model.name == "dual_encoder" or model.name.startswith("fused_classifier")):
+        raise UserError(f"--rerank and --samples choose among a captioner's captions; {args.model} "
+                        f"is the model {model.name!r}")
     if model.name == "dual_encoder":
         metrics = _evaluate_retrieval(model, args)
     elif model.name.startswith("fused_classifier"):
@@ -118,9 +121,9 @@ def _evaluate_captions(caption_model, args) -> dict:
     from mmkeras.caption.metrics import format_metrics, split_metrics
     from mmkeras.data.catalog import load_dataset
     from mmkeras.data.images import evaluation_images
-    rerank = _reranker(args)
-    split = load_dataset(args.data, splits=(args.split,))[1][args.split]
     image_size = caption_model.input["image"].shape[1]
+    rerank = _reranker(args, image_size)
+    split = load_dataset(args.data, splits=(args.split,))[1][args.split]
     hypotheses = CaptionDecoder(caption_model).caption_batches(
         evaluation_images(split, image_size), beam_width=args.beam, rerank=rerank, samples=args.samples)
     metrics = split_metrics(split, hypotheses)
@@ -128,8 +131,9 @@ def _evaluate_captions(caption_model, args) -> dict:
     return metrics
 
 
-def _reranker(args):
-    """With ``--rerank``, the dual encoder's similarity that picks among the candidates."""
+def _reranker(args, image_size: int | None = None):
+    """With ``--rerank``, the dual encoder's similarity that picks among the candidates
+    (checked to read images of the captioner's ``image_size``)."""
     if args.samples and not args.rerank:
         raise UserError("--samples: the drawn captions are candidates for --rerank; give it too")
     if not args.rerank:
@@ -143,6 +147,10 @@ def _reranker(args):
     if dual_encoder.name != "dual_encoder":
         raise UserError(f"--rerank {args.rerank}: expected a dual encoder written by "
                         f"`python -m mmkeras retrieval`, found the model {dual_encoder.name!r}")
+    reads = dual_encoder.get_layer("image_tower").input_shape[1]
+    if image_size is not None and reads != image_size:
+        raise UserError(f"--rerank {args.rerank}: reads {reads} px images, the captioner {image_size} px; "
+                        "train both at one --image-size")
     return dual_encoder_similarity(dual_encoder)
 
 
@@ -183,9 +191,9 @@ def cmd_caption(args) -> int:
         if problem:
             raise UserError(f"{image}: {problem}; expected an image file "
                             f"({', '.join(sorted(DECODABLE_FORMATS))})")
-    rerank = _reranker(args)
     caption_model = load_model(args.model)
     image_size = caption_model.input["image"].shape[1]
+    rerank = _reranker(args, image_size)
     images = np.stack([decode_image(tf.io.read_file(image), image_size).numpy()
                        for image in args.images])
     captions = CaptionDecoder(caption_model).captions(images, args.beam, rerank, args.samples)
@@ -275,6 +283,8 @@ def _generation_scores(metrics: dict) -> str:
     for key in ("colour", "shape", "size", "relation", "scene"):
         lines.append(f"  {key:<9} {metrics['round_trip'][key]:.3f}  ({metrics['round_trip_real'][key]:.3f}, "
                      f"{metrics['round_trip_shuffled'][key]:.3f})")
+    lines.append(f"  (sizes: of the objects the captioner gave a size, {metrics['round_trip']['sizes_read']:.0%} "
+                 f"of the generated, {metrics['round_trip_real']['sizes_read']:.0%} of the real)")
     lines.append(f"R-precision {metrics['r_precision']:.3f} (real {metrics['r_precision_real']:.3f}, "
                  f"shuffled {metrics['r_precision_shuffled']:.3f}, chance {metrics['r_precision_chance']:.3f}); KID {metrics['kid']:.4f} "
                  f"(two halves of the real images: {metrics['kid_real']:.4f}); "
@@ -292,6 +302,9 @@ def cmd_generate(args) -> int:
             raise UserError(f"{path}: cannot be read as UTF-8 text, one caption a line ({error})") from None
     if not captions:
         raise UserError("no captions: give them as arguments or in --captions FILE")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; expected a folder for the images")
     from PIL import Image
 
     from mmkeras.generation.train import generator_for
@@ -304,7 +317,6 @@ def cmd_generate(args) -> int:
     if unknown:
         raise UserError(f"{', '.join(repr(w) for w in unknown)}: not in the model's vocabulary "
                         f"({len(generator.vocabulary)} words, e.g. {', '.join(generator.vocabulary[4:10])})")
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(captions), 100):
         images = generator.generate(captions[start:start + 100], args.steps, args.guidance, args.seed + start)
@@ -473,12 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("captions", nargs="*", metavar="CAPTION")
     generate.add_argument("--captions", dest="captions_file", metavar="FILE",
                           help="also these captions, one a line (after those given as arguments)")
-    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--seed", type=int, default=0,
+                          help="the noise of the first image; each next caption's follows from it "
+                               "and its place in the list (default %(default)s)")
     generate.add_argument("--guidance", type=float, default=TextToImageConfig.guidance,
-                          help="classifier-free guidance weight (0: no caption, 1: the captioned "
-                               "prediction alone; default %(default)s)")
+                          help="diffusion only: classifier-free guidance weight (0: no caption, 1: the "
+                               "captioned prediction alone; default %(default)s)")
     generate.add_argument("--steps", type=_positive, default=TextToImageConfig.sampling_steps,
-                          help="DDIM steps (default %(default)s)")
+                          help="diffusion only: DDIM steps (default %(default)s)")
     generate.set_defaults(run=cmd_generate)
 
     fusion = commands.add_parser("fusion", help="compare the fusion methods on one task: "

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mmkeras.data.images import to_pixels, to_unit_range
 from mmkeras.data.text import END, START, vectorizer_for
 from mmkeras.generation import diffusion
-from mmkeras.nn.layers import NoiseLevelEmbedding
+from mmkeras.nn.layers import NoiseLevelEmbedding, WordEmbedding
 from mmkeras.nn.unet import build_denoiser
 
 VOCABULARY = ["", "[UNK]", START, END, "a", "red", "blue", "circle", "square", "above"]
@@ -41,8 +42,8 @@ def test_noise_level_embedding_is_sines_and_cosines_of_the_variance():
 
 def test_pixels_survive_the_round_trip_through_the_unit_range():
     pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
-    np.testing.assert_array_equal(diffusion.to_pixels(diffusion.to_unit_range(pixels)).numpy(), pixels)
-    assert diffusion.to_pixels(tf.constant([[-3.0, 3.0]])).numpy().tolist() == [[0, 255]]
+    np.testing.assert_array_equal(to_pixels(to_unit_range(pixels)).numpy(), pixels)
+    assert to_pixels(tf.constant([[-3.0, 3.0]])).numpy().tolist() == [[0, 255]]
 
 
 def test_the_denoiser_starts_at_zero_noise_and_loads_with_safe_mode(denoiser, tmp_path):
@@ -93,3 +94,31 @@ def test_generation_is_seeded_uint8_and_guidance_changes_it(denoiser):
                                                          guidance=0.0, seed=1))
     assert generator.unknown_words(["a red circle", "a Pink circle", "a pink star"]) == ["pink", "star"]
     denoiser.get_layer("predicted_noise").kernel.assign(np.zeros(denoiser.get_layer("predicted_noise").kernel.shape))
+
+
+class _ExactNoise(keras.layers.Layer):
+    """A perfect denoiser of one image: from a noisy image and its noise variance, the
+    noise that was mixed into ``target`` (whatever the caption)."""
+
+    def __init__(self, target, **kwargs):
+        super().__init__(**kwargs)
+        self.target = tf.constant(target, tf.float32)
+
+    def call(self, inputs):
+        noisy_images, noise_variances, _ = inputs  # (the caption: not needed)
+        noise_rates = tf.sqrt(noise_variances)[:, :, None, None]
+        signal_rates = tf.sqrt(1.0 - noise_variances)[:, :, None, None]
+        return (noisy_images - signal_rates * self.target) / noise_rates
+
+
+@pytest.mark.parametrize("steps", [1, 4, 10])
+def test_sampling_with_a_perfect_denoiser_draws_its_image_in_any_number_of_steps(steps):
+    target = np.random.default_rng(3).uniform(-0.9, 0.9, (1, 16, 16, 3)).astype("float32")
+    noisy = keras.Input((16, 16, 3), name="noisy_images")
+    variances = keras.Input((1,), name="noise_variances")
+    text = keras.Input((MAX_TEXT_LENGTH,), dtype="int32", name="text")
+    words = WordEmbedding(VOCABULARY, 2, mask_zero=False, name="word_embedding")(text)  # the generator reads its vocabulary
+    perfect = keras.Model({"noisy_images": noisy, "noise_variances": variances, "text": text},
+                          _ExactNoise(target)([noisy, variances, words]), name="denoiser")
+    drawn = diffusion.ImageGenerator(perfect).generate(["a red circle"], steps=steps, guidance=3.0, seed=5)
+    np.testing.assert_array_equal(drawn, to_pixels(target).numpy())

@@ -33,12 +33,35 @@ def test_each_wrong_attribute_is_counted_where_it_is_wrong():
                       "sizes_read": 1.0}
 
 
-def test_kernel_distance_is_near_zero_for_one_distribution_and_grows_apart():
+def test_kernel_distance_is_the_unbiased_mmd_written_out():
     rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 3)), rng.normal(size=(4, 3)) + 0.5
+
+    def k(x, y):
+        return (x @ y / 3 + 1) ** 3
+
+    within_a = sum(k(a[i], a[j]) for i in range(5) for j in range(5) if i != j) / (5 * 4)
+    within_b = sum(k(b[i], b[j]) for i in range(4) for j in range(4) if i != j) / (4 * 3)
+    across = sum(k(x, y) for x in a for y in b) / (5 * 4)
+    assert judges.kernel_inception_distance(a, b) == pytest.approx(within_a + within_b - 2 * across)
+    # About zero for two samples of one distribution, however many; larger apart.
     a, b = rng.normal(size=(400, 8)), rng.normal(size=(400, 8))
-    same = judges.kernel_inception_distance(a, b)
-    apart = judges.kernel_inception_distance(a, b + 1.0)
-    assert abs(same) < 0.05 < apart
+    assert abs(judges.kernel_inception_distance(a, b)) < 0.1 < judges.kernel_inception_distance(a, b + 1.0)
+
+
+def test_r_precision_is_one_for_a_perfect_match_zero_for_ties_and_chance_at_random():
+    prompts = [f"caption {i}" for i in range(200)]
+    vectors = np.eye(200)
+    assert judges.r_precision(vectors, vectors, prompts) == 1.0
+    assert judges.r_precision(vectors, np.ones((200, 200)), prompts) == 0.0  # a tie is not a win
+    rng = np.random.default_rng(0)
+    at_random = judges.r_precision(rng.normal(size=(200, 16)), rng.normal(size=(200, 16)), prompts)
+    assert at_random < 0.05  # chance: 1 / 100
+    # Another prompt of the same words is no distractor: image 0 ties with prompt 1, but
+    # prompt 1 is "a red circle" too; prompt 2 is the only distractor, and it loses.
+    images, texts = np.eye(3)[[0, 1, 2]], np.eye(3)[[0, 0, 2]]
+    assert judges.r_precision(images[:1], texts, ["a red circle", "a red circle", "a blue square"]) == 1.0
+    assert judges.r_precision(images[:1], texts, ["a red circle", "a red square", "a blue square"]) == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +109,8 @@ def test_generate_writes_one_png_per_caption_in_order(smoke_generator, tmp_path,
     assert cli.main(["generate", "--model", model, "--out", str(tmp_path / "more"), "a pink circle"]) == 2
     assert "'pink': not in the model's vocabulary" in capsys.readouterr().err
     assert not (tmp_path / "more").exists()
+    assert cli.main(["generate", "--model", model, "--out", str(captions_file), "a red circle"]) == 2
+    assert "is a file; expected a folder" in capsys.readouterr().err
 
 
 def test_the_vae_trains_draws_and_loads_with_safe_mode(caption_model, tmp_path, capsys):

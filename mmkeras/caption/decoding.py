@@ -158,11 +158,11 @@ class CaptionDecoder:
             return self._greedy_xla(tf.pad(images, padding))[0].numpy()[:count]
         return self._beam(images, tf.constant(beam_width)).numpy()
 
-    def captions(self, images, beam_width: int = 1, rerank=None, samples: int = 0) -> list[str]:
+    def captions(self, images, beam_width: int = 1, rerank=None, samples: int = 0, seed: int = 0) -> list[str]:
         """One caption per image: greedy, the best beam, or with ``rerank`` the candidate it
         scores highest (:meth:`reranked_captions`)."""
         if rerank is not None:
-            return self.reranked_captions(images, beam_width, rerank, samples)
+            return self.reranked_captions(images, beam_width, rerank, samples, seed=seed)
         return ids_to_captions(self.token_ids(images, beam_width), self.vocabulary)
 
     def candidate_captions(self, images, beam_width: int) -> tuple[list[list[str]], np.ndarray]:
@@ -183,7 +183,7 @@ class CaptionDecoder:
         return [flat[i:i + count] for i in range(0, len(flat), count)]
 
     def reranked_captions(self, images, beam_width: int, rerank, samples: int = 0,
-                          temperature: float = 2.0) -> list[str]:
+                          temperature: float = 2.0, seed: int = 0) -> list[str]:
         """Of each image's candidates, the caption ``rerank`` scores highest.
 
         The candidates: the ``beam_width`` beams, and with ``samples`` that many captions
@@ -195,7 +195,7 @@ class CaptionDecoder:
         """
         candidates, _ = self.candidate_captions(images, beam_width)
         if samples:
-            drawn = self.sampled_captions(images, samples, temperature)
+            drawn = self.sampled_captions(images, samples, temperature, seed)
             candidates = [list(dict.fromkeys(beams + more)) for beams, more in zip(candidates, drawn)]
         # Images have different numbers of distinct candidates: pad with repeats of the best
         # beam, which wins any tie anyway (argmax takes the first).
@@ -218,9 +218,11 @@ class CaptionDecoder:
         captions = []
         total = images.cardinality().numpy()
         # disable=None: a bar on a terminal only, so logs and CI stay clean.
-        for batch in tqdm(images, total=total if total > 0 else None, desc="decoding",
-                          unit="batch", disable=None if progress else True):
-            captions += self.captions(batch, beam_width, rerank, samples)
+        for index, batch in enumerate(tqdm(images, total=total if total > 0 else None, desc="decoding",
+                                           unit="batch", disable=None if progress else True)):
+            # Each batch's samples drawn with their own seed: the same noise for every batch
+            # would tie the candidates of the k-th image of each batch together.
+            captions += self.captions(batch, beam_width, rerank, samples, seed=index)
         return captions
 
 

@@ -86,3 +86,13 @@ def evaluation_images(split: CaptionSplit, image_size: int, batch_size: int = 12
 def images_in_memory(split: CaptionSplit, image_size: int) -> np.ndarray:
     """A split's decoded images as one uint8 array (8,000 shapes images: 98 MB)."""
     return np.concatenate(list(evaluation_images(split, image_size, 512).as_numpy_iterator()))
+
+
+def to_unit_range(images):
+    """uint8 pixels to floats in -1..1 (what the generators draw in)."""
+    return tf.cast(images, tf.float32) / 127.5 - 1.0
+
+
+def to_pixels(images):
+    """Floats in -1..1 back to uint8 pixels (clipped: a drawn image may overshoot)."""
+    return tf.cast(tf.round(tf.clip_by_value((images + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)

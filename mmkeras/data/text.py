@@ -33,6 +33,13 @@ def standardize_list(captions: list[str]) -> list[str]:
     return [s.decode("utf-8") for s in standardize(captions).numpy()]
 
 
+def unknown_words(captions: list[str], vocabulary: list[str]) -> list[str]:
+    """The words of ``captions`` (standardised) outside ``vocabulary``, each once, in order."""
+    known = set(vocabulary)
+    words = [w for caption in standardize_list(captions) for w in caption.split()]
+    return list(dict.fromkeys(w for w in words if w not in known))
+
+
 # The words a vectorizer keeps at most, the most frequent first (Flickr8k has about 9,000).
 MAX_VOCABULARY = 20_000
 # The longest caption a model reads or writes, in words, whatever the data hold (a scraped

@@ -23,8 +23,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mmkeras.data.images import to_pixels, to_unit_range
 from mmkeras.data.pairs import teacher_forcing
-from mmkeras.data.text import add_start_end, standardize_list, vectorizer_for
+from mmkeras.data.text import add_start_end, unknown_words, vectorizer_for
 
 # The signal rate at diffusion times 0 and 1: never a wholly clean or wholly noisy image,
 # so that neither rate is ever 0 (the denoiser divides by the signal rate).
@@ -38,16 +39,6 @@ def diffusion_schedule(diffusion_times):
     end_angle = math.acos(MIN_SIGNAL_RATE)
     angles = start_angle + tf.cast(diffusion_times, tf.float32) * (end_angle - start_angle)
     return tf.sin(angles), tf.cos(angles)
-
-
-def to_unit_range(images):
-    """uint8 pixels to -1..1."""
-    return tf.cast(images, tf.float32) / 127.5 - 1.0
-
-
-def to_pixels(images):
-    """-1..1 back to uint8 pixels (clipped: a predicted image may overshoot)."""
-    return tf.cast(tf.round(tf.clip_by_value((images + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)
 
 
 class DiffusionTrainer(keras.Model):
@@ -90,13 +81,16 @@ class DiffusionTrainer(keras.Model):
                         + noise_rates[:, :, None, None] * noises)
         predicted = self.denoiser({"noisy_images": noisy_images, "noise_variances": noise_rates ** 2,
                                    "text": text}, training=training)
-        return tf.reduce_mean(tf.abs(noises - predicted))
+        return tf.reduce_mean(tf.abs(noises - tf.cast(predicted, tf.float32)))
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
             loss = self.noise_loss(data, training=True)
+            # Under mixed precision the optimizer scales the loss up (and the gradients
+            # back down) so that small float16 gradients do not vanish; else a no-op.
+            scaled_loss = self.optimizer.scale_loss(loss)
         variables = self.denoiser.trainable_variables
-        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        self.optimizer.apply(tape.gradient(scaled_loss, variables), variables)
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
 
@@ -108,13 +102,6 @@ class DiffusionTrainer(keras.Model):
 def empty_caption_ids(vectorizer) -> np.ndarray:
     """The ids the denoiser reads for no caption: ``[start] [end]``, then padding."""
     return teacher_forcing(vectorizer(add_start_end([""])))[0][0].numpy()
-
-
-def unknown_words(captions: list[str], vocabulary: list[str]) -> list[str]:
-    """The words of ``captions`` outside ``vocabulary``, each once, in order."""
-    known = set(vocabulary)
-    words = [w for caption in standardize_list(captions) for w in caption.split()]
-    return list(dict.fromkeys(w for w in words if w not in known))
 
 
 class ImageGenerator:
@@ -153,10 +140,17 @@ class ImageGenerator:
             both = self.denoiser({"noisy_images": tf.concat([noisy_images, noisy_images], 0),
                                   "noise_variances": tf.concat([noise_rates, noise_rates], 0) ** 2,
                                   "text": both_texts}, training=False)
+            both = tf.cast(both, tf.float32)
             captioned, unconditioned = both[:batch], both[batch:]
             predicted_noises = unconditioned + guidance * (captioned - unconditioned)
-            predicted_images = (noisy_images - noise_rates[:, :, None, None] * predicted_noises) \
-                / signal_rates[:, :, None, None]
+            # Guidance pushes past what the network predicts: keep the predicted image
+            # within the pixels' range, and the noise consistent with it (as DDPM's
+            # clipped sampling does), so that no step drifts off into saturated colours.
+            predicted_images = tf.clip_by_value(
+                (noisy_images - noise_rates[:, :, None, None] * predicted_noises) / signal_rates[:, :, None, None],
+                -1.0, 1.0)
+            predicted_noises = (noisy_images - signal_rates[:, :, None, None] * predicted_images) \
+                / noise_rates[:, :, None, None]
             # Remix the two parts at the next step's rates.
             next_noise_rates, next_signal_rates = diffusion_schedule(diffusion_times - step_size)
             noisy_images = (next_signal_rates[:, :, None, None] * predicted_images

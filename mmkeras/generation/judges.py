@@ -80,26 +80,36 @@ def round_trip(captions: list[str], scenes: list[Scene]) -> dict[str, float]:
 
 
 def image_features(images: np.ndarray, dual_encoder: keras.Model) -> np.ndarray:
-    """The dual encoder's unit image vectors, at its image size."""
+    """The dual encoder's image vectors, at its image size, scaled from length 1 to sqrt(d).
+
+    Why the length: KID's kernel ``(x . y / d + 1) ** 3`` was made for Inception's long
+    features; on unit vectors ``x . y / d`` is at most 1 / d and the kernel nearly flat,
+    while at length sqrt(d) it is the cosine. Rankings by dot product are unchanged."""
     image_tower = towers_of(dual_encoder)[0]
-    return image_tower.predict(_resized(images, image_tower.input_shape[1]), batch_size=256, verbose=0)
+    vectors = image_tower.predict(_resized(images, image_tower.input_shape[1]), batch_size=256, verbose=0)
+    return vectors.astype(np.float64) * np.sqrt(vectors.shape[1])
 
 
-def r_precision(images: np.ndarray, prompts: list[str], dual_encoder: keras.Model,
-                distractors: int = 99, seed: int = 0) -> float:
-    """The share of images whose own prompt the dual encoder ranks first among it and
-    ``distractors`` other prompts of the list that describe a different scene (text to
-    image's R-precision, as AttnGAN scored it). Chance: 1 / (distractors + 1)."""
+def text_features(captions: list[str], dual_encoder: keras.Model) -> np.ndarray:
+    """The dual encoder's unit caption vectors."""
     _, text_tower, vectorizer = towers_of(dual_encoder)
-    image_vectors = image_features(images, dual_encoder)
-    text_vectors = text_tower.predict(caption_ids(prompts, vectorizer), batch_size=512, verbose=0)
+    return text_tower.predict(caption_ids(captions, vectorizer), batch_size=512, verbose=0)
+
+
+def r_precision(image_vectors: np.ndarray, text_vectors: np.ndarray, prompts: list[str],
+                distractors: int = 99, seed: int = 0) -> float:
+    """The share of images (``image_vectors[i]`` drawn for ``prompts[i]``) whose own
+    prompt scores higher than each of ``distractors`` other prompts of the list that are
+    not the same words (text to image's R-precision, as AttnGAN scored it; a tie counts
+    against the image). Chance: 1 / (distractors + 1)."""
     rng = np.random.default_rng(seed)
+    prompts = np.asarray(prompts)
     first = 0
     for i, image_vector in enumerate(image_vectors):
-        others = [j for j in range(len(prompts)) if prompts[j] != prompts[i]]
+        others = np.flatnonzero(prompts != prompts[i])
         chosen = rng.choice(others, size=min(distractors, len(others)), replace=False)
         own = image_vector @ text_vectors[i]
-        first += own > (text_vectors[chosen] @ image_vector).max()
+        first += own > (text_vectors[chosen] @ image_vector).max(initial=-np.inf)
     return first / len(image_vectors)
 
 
@@ -108,6 +118,7 @@ def kernel_inception_distance(features_a: np.ndarray, features_b: np.ndarray) ->
     kernel ``(x . y / d + 1) ** 3`` (Binkowski et al., 2018): about 0 for two samples of
     one distribution, larger the further apart."""
     dims = features_a.shape[1]
+    features_a, features_b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
 
     def kernel(x, y):
         return (x @ y.T / dims + 1.0) ** 3

@@ -9,7 +9,10 @@ other scenes' captions (the floor). Introduced in ``06_text_to_image.ipynb``.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -47,6 +50,8 @@ def train_text_to_image(config: TextToImageConfig, verbose: int | str = "auto", 
     data_dir, splits = load_dataset(config.data, smoke=config.smoke, seed=config.seed, progress=progress)
     scenes_of(splits["test"])  # judged by reading the scenes back: refused before any training
     with runs.start(config.out, config.seed) as out:
+        if captioner is None or dual_encoder is None:  # before the generator: a failure costs less
+            captioner, dual_encoder = _judges(config, str(data_dir), out / "judges", verbose, progress)
         runs.forget_history(out)
         epochs = runs.epochs_for(config)
         train_split = splits["train"]
@@ -55,9 +60,12 @@ def train_text_to_image(config: TextToImageConfig, verbose: int | str = "auto", 
         vectorizer = build_vectorizer(train_captions, max_caption_length)
         model, trainer = _model_and_trainer(config, vectorizer, max_caption_length + 1)
         decay_steps = epochs * math.ceil(len(train_split) / config.batch_size)
+        # The average must forget the random start within the run: over its last tenth of
+        # steps at least (a short run's momentum is lower; a 10-step smoke run's is 0).
+        ema_momentum = max(0.0, min(config.ema_momentum, 1.0 - 10.0 / decay_steps))
         trainer.compile(optimizer=runs.optimizer(
             config.learning_rate, decay_steps,
-            ema_momentum=config.ema_momentum if config.kind == "diffusion" else None))
+            ema_momentum=ema_momentum if config.kind == "diffusion" else None))
         started = time.perf_counter()
         history = runs.fit(
             trainer,
@@ -67,9 +75,6 @@ def train_text_to_image(config: TextToImageConfig, verbose: int | str = "auto", 
             out, epochs, verbose)
         fit_seconds = time.perf_counter() - started
         runs.save_model(model, out / "model.keras")
-
-        if captioner is None or dual_encoder is None:
-            captioner, dual_encoder = _judges(config, str(data_dir), out / "judges", verbose, progress)
         metrics = {"kind": config.kind,
                    **score_generator(generator_for(model), splits["test"], captioner, dual_encoder,
                                      config.sampling_steps, config.guidance, config.seed),
@@ -104,17 +109,30 @@ def generator_for(model: keras.Model):
 
 def _judges(config: TextToImageConfig, data: str, folder: Path, verbose, progress: bool):
     """The captioner and the dual encoder, trained with their defaults on ``data`` unless
-    already in ``folder``."""
-    captioner_out, dual_encoder_out = folder / "captioner", folder / "dual_encoder"
-    if not (captioner_out / "metrics.json").exists():
-        print(f"training the captioner that judges the images into {captioner_out}")
-        train_captioner(TrainConfig(data=data, out=str(captioner_out), smoke=config.smoke, seed=config.seed),
-                        verbose=verbose, progress=progress)
-    if not (dual_encoder_out / "metrics.json").exists():
-        print(f"training the dual encoder that judges the images into {dual_encoder_out}")
-        train_retrieval(RetrievalConfig(data=data, out=str(dual_encoder_out), smoke=config.smoke,
-                                        seed=config.seed), verbose=verbose, progress=progress)
-    return runs.load_model(captioner_out / "model.keras"), runs.load_model(dual_encoder_out / "model.keras")
+    ``folder`` holds ones trained so already (a judge of other data, or of a smoke run, is
+    trained again)."""
+    judges_config = {"captioner": TrainConfig(data=data, out=str(folder / "captioner"), smoke=config.smoke,
+                                              seed=config.seed),
+                     "dual_encoder": RetrievalConfig(data=data, out=str(folder / "dual_encoder"),
+                                                     smoke=config.smoke, seed=config.seed)}
+    models = []
+    for name, judge_config in judges_config.items():
+        out = Path(judge_config.out)
+        if _recorded_config(out) != dataclasses.asdict(judge_config):
+            print(f"training the {name.replace('_', ' ')} that judges the images into {out}")
+            shutil.rmtree(out, ignore_errors=True)
+            train = train_captioner if name == "captioner" else train_retrieval
+            train(judge_config, verbose=verbose, progress=progress)
+        models.append(runs.load_model(out / "model.keras"))
+    return tuple(models)
+
+
+def _recorded_config(out: Path) -> dict | None:
+    """The settings a finished run in ``out`` recorded (``config.json``), or None."""
+    try:
+        return json.loads((out / "config.json").read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def score_generator(generator: ImageGenerator, test_split, captioner: keras.Model,
@@ -144,13 +162,15 @@ def score_generator(generator: ImageGenerator, test_split, captioner: keras.Mode
     real_features = judges.image_features(real, dual_encoder)
     generated_features = judges.image_features(generated, dual_encoder)
     half = len(real_features) // 2
+    text_vectors = judges.text_features(prompts, dual_encoder)
     return {
         "round_trip": judges.round_trip(read_generated, scenes),
         "round_trip_real": judges.round_trip(read_real, scenes),
         "round_trip_shuffled": judges.round_trip([read_generated[i] for i in shuffled], scenes),
-        "r_precision": judges.r_precision(generated, prompts, dual_encoder, seed=seed),
-        "r_precision_real": judges.r_precision(real, prompts, dual_encoder, seed=seed),
-        "r_precision_shuffled": judges.r_precision(generated[shuffled], prompts, dual_encoder, seed=seed),
+        "r_precision": judges.r_precision(generated_features, text_vectors, prompts, seed=seed),
+        "r_precision_real": judges.r_precision(real_features, text_vectors, prompts, seed=seed),
+        "r_precision_shuffled": judges.r_precision(generated_features[shuffled], text_vectors, prompts,
+                                                   seed=seed),
         "r_precision_chance": 1.0 / min(100, len(prompts)),
         "kid": judges.kernel_inception_distance(generated_features, real_features),
         # Two halves of the real images: what KID is for two samples of one distribution.

@@ -16,9 +16,9 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from mmkeras.data.images import to_pixels, to_unit_range
 from mmkeras.data.pairs import teacher_forcing
-from mmkeras.data.text import add_start_end, vectorizer_for
-from mmkeras.generation.diffusion import to_pixels, to_unit_range, unknown_words
+from mmkeras.data.text import add_start_end, unknown_words, vectorizer_for
 from mmkeras.nn.text_encoder import encode_text
 
 
@@ -83,7 +83,7 @@ class VAETrainer(keras.Model):
         text = tf.cast(inputs["text"], tf.int32)
         z_mean, z_log_var = self.encoder({"image": images, "text": text}, training=training)
         latent = z_mean + tf.exp(0.5 * z_log_var) * keras.random.normal(tf.shape(z_mean), seed=self.seed_generator)
-        drawn = self.decoder({"latent": latent, "text": text}, training=training)
+        drawn = tf.cast(self.decoder({"latent": latent, "text": text}, training=training), tf.float32)
         reconstruction = tf.reduce_mean(tf.reduce_sum(tf.square(images - drawn), axis=[1, 2, 3]))
         kl = tf.reduce_mean(-0.5 * tf.reduce_sum(1 + z_log_var - tf.square(z_mean) - tf.exp(z_log_var), axis=1))
         return {"loss": reconstruction + kl, "reconstruction": reconstruction, "kl": kl}
@@ -91,8 +91,9 @@ class VAETrainer(keras.Model):
     def train_step(self, data):
         with tf.GradientTape() as tape:
             losses = self.losses_of(data, training=True)
+            scaled_loss = self.optimizer.scale_loss(losses["loss"])  # mixed precision's loss scale
         variables = self.trainable_variables  # the text encoder both halves share, once
-        self.optimizer.apply(tape.gradient(losses["loss"], variables), variables)
+        self.optimizer.apply(tape.gradient(scaled_loss, variables), variables)
         return self._update(losses)
 
     def test_step(self, data):
@@ -122,4 +123,4 @@ class VAEGenerator:
     def generate(self, captions: list[str], steps: int = 0, guidance: float = 0.0, seed: int = 0) -> np.ndarray:
         latent = tf.random.stateless_normal((len(captions), self.latent_dim), seed=[seed, 0])
         text = tf.cast(teacher_forcing(self.vectorizer(add_start_end(captions)))[0], tf.int32)
-        return to_pixels(self.decoder({"latent": latent, "text": text}, training=False)).numpy()
+        return to_pixels(tf.cast(self.decoder({"latent": latent, "text": text}, training=False), tf.float32)).numpy()
