@@ -80,15 +80,22 @@ def test_attention_maps_cover_the_feature_map(caption_model, test_images):
     assert len(captions) == 2
 
 
+# Untrained weights give flat, varied next-word distributions: every step of a search (and
+# of the Transformer's cache) matters, where a trained model's near-certain words would hide
+# a wrong one.
+UNTRAINED_VOCABULARY = ["", "[UNK]", START, END] + [f"w{i}" for i in range(12)]
+
+
+def _untrained(decoder: str, seed: int, **sizes):
+    """An untrained caption model of 6-word captions, and three random images."""
+    keras.utils.set_random_seed(seed)
+    caption_model = build_caption_model(UNTRAINED_VOCABULARY, 6, decoder, **sizes)
+    return caption_model, np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+
+
 @pytest.fixture(scope="module")
 def untrained_transformer():
-    # Untrained weights give flat, varied next-word distributions: every step of the cache
-    # matters, where a trained model's near-certain words would hide a wrong position.
-    keras.utils.set_random_seed(1)
-    vocabulary = ["", "[UNK]", START, END] + [f"w{i}" for i in range(12)]
-    caption_model = build_caption_model(vocabulary, 6, "transformer", units=64, embedding_dim=32)
-    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
-    return caption_model, images
+    return _untrained("transformer", 1, units=64, embedding_dim=32)
 
 
 def test_transformer_cached_decoding_equals_rereading_the_whole_prefix(untrained_transformer):
@@ -103,11 +110,8 @@ def test_transformer_cached_decoding_equals_rereading_the_whole_prefix(untrained
 
 @pytest.fixture(scope="module")
 def untrained_init_model():
-    keras.utils.set_random_seed(2)
-    vocabulary = ["", "[UNK]", START, END] + [f"w{i}" for i in range(12)]
-    caption_model = build_caption_model(vocabulary, 6, "init", units=16, embedding_dim=8)
-    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
-    return caption_model, vocabulary, images
+    caption_model, images = _untrained("init", 2, units=16, embedding_dim=8)
+    return caption_model, UNTRAINED_VOCABULARY, images
 
 
 def test_beam_candidates_come_best_first_with_their_mean_log_probability(untrained_init_model):

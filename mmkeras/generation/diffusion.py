@@ -24,8 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from mmkeras.data.images import to_pixels, to_unit_range
-from mmkeras.data.pairs import teacher_forcing
-from mmkeras.data.text import add_start_end, unknown_words, vectorizer_for
+from mmkeras.data.text import unknown_words, vectorizer_for
+from mmkeras.tasks.retrieval import caption_ids
 
 # The signal rate at diffusion times 0 and 1: never a wholly clean or wholly noisy image,
 # so that neither rate is ever 0 (the denoiser divides by the signal rate).
@@ -101,7 +101,7 @@ class DiffusionTrainer(keras.Model):
 
 def empty_caption_ids(vectorizer) -> np.ndarray:
     """The ids the denoiser reads for no caption: ``[start] [end]``, then padding."""
-    return teacher_forcing(vectorizer(add_start_end([""])))[0][0].numpy()
+    return caption_ids([""], vectorizer)[0].numpy()
 
 
 class ImageGenerator:
@@ -122,7 +122,7 @@ class ImageGenerator:
             tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)])
 
     def text_ids(self, captions: list[str]) -> tf.Tensor:
-        return tf.cast(teacher_forcing(self.vectorizer(add_start_end(captions)))[0], tf.int32)
+        return tf.cast(caption_ids(captions, self.vectorizer), tf.int32)
 
     def unknown_words(self, captions: list[str]) -> list[str]:
         return unknown_words(captions, self.vocabulary)

@@ -17,9 +17,9 @@ import tensorflow as tf
 from keras import layers
 
 from mmkeras.data.images import to_pixels, to_unit_range
-from mmkeras.data.pairs import teacher_forcing
-from mmkeras.data.text import add_start_end, unknown_words, vectorizer_for
+from mmkeras.data.text import unknown_words, vectorizer_for
 from mmkeras.nn.text_encoder import encode_text
+from mmkeras.tasks.retrieval import caption_ids
 
 
 def build_vae(vocabulary: list[str], max_text_length: int, image_size: int = 32, latent_dim: int = 16,
@@ -122,5 +122,5 @@ class VAEGenerator:
 
     def generate(self, captions: list[str], steps: int = 0, guidance: float = 0.0, seed: int = 0) -> np.ndarray:
         latent = tf.random.stateless_normal((len(captions), self.latent_dim), seed=[seed, 0])
-        text = tf.cast(teacher_forcing(self.vectorizer(add_start_end(captions)))[0], tf.int32)
+        text = tf.cast(caption_ids(captions, self.vectorizer), tf.int32)
         return to_pixels(tf.cast(self.decoder({"latent": latent, "text": text}, training=False), tf.float32)).numpy()
