@@ -92,6 +92,22 @@ def test_objects_are_drawn_in_their_colours():
     assert image.dtype == np.uint8 and image.shape == (64, 64, 3)
 
 
+def test_a_redrawn_scene_keeps_its_colours_and_relation_in_new_places():
+    scene = shapes.Scene(shapes.SceneObject("small", "red", "circle"),
+                         shapes.SceneObject("large", "blue", "square"), "above")
+    rng = np.random.default_rng(0)
+    images = [shapes.redraw_scene(rng, scene, 32) for _ in range(5)]
+    for image in images:
+        assert image.dtype == np.uint8 and image.shape == (32, 32, 3)
+        rows = {}
+        for colour in ("red", "blue"):
+            near = np.abs(image.astype(int) - shapes.COLOURS[colour]).max(axis=-1) <= 22
+            assert near.sum() > 10, f"no {colour} pixels"
+            rows[colour] = np.argwhere(near)[:, 0].mean()
+        assert rows["red"] < rows["blue"]  # the red circle is above (rows grow downward)
+    assert len({image.tobytes() for image in images}) == 5
+
+
 def test_cogent_split_holds_pairs_out(tmp_path):
     folder = shapes.generate(tmp_path, ShapesConfig(num_train=60, num_val=10, num_test=30, cogent=True),
                              progress=False)

@@ -64,6 +64,13 @@ def test_r_precision_is_one_for_a_perfect_match_zero_for_ties_and_chance_at_rand
     assert judges.r_precision(images[:1], texts, ["a red circle", "a red square", "a blue square"]) == 0.0
 
 
+def test_diversity_is_the_mean_distance_between_draws_of_one_prompt():
+    same = np.tile(np.arange(4.0), (3, 5, 1))  # 3 prompts, 5 identical draws each
+    assert judges.diversity(same) == 0.0
+    two = np.array([[[0.0, 0.0], [3.0, 4.0]], [[1.0, 1.0], [1.0, 1.0]]])  # distances 5 and 0
+    assert judges.diversity(two) == pytest.approx(2.5)
+
+
 @pytest.fixture(scope="module")
 def smoke_generator(tmp_path_factory, caption_model):
     from mmkeras.generation.train import train_text_to_image
@@ -83,8 +90,9 @@ def test_text2image_writes_a_model_and_its_judged_scores(smoke_generator):
     for key in ("round_trip", "round_trip_real", "round_trip_shuffled"):
         assert set(metrics[key]) == {"colour", "shape", "size", "relation", "scene", "sizes_read"}
     assert metrics["n_prompts"] == 64 and metrics["images_per_second"] > 0
-    for key in ("r_precision", "r_precision_real", "r_precision_shuffled", "kid", "kid_real"):
+    for key in ("r_precision", "r_precision_real", "r_precision_shuffled", "kid", "kid_real", "diversity"):
         assert np.isfinite(metrics[key]), key
+    assert metrics["diversity_real"] > 0  # real redraws of a scene differ
     assert json.loads((out / "config.json").read_text())["config"]["kind"] == "diffusion"
     assert result["history"]["loss"][-1] < result["history"]["loss"][0]
 

@@ -264,23 +264,43 @@ def _draw(canvas: np.ndarray, shape: str, centre: tuple[float, float], r: float,
 def draw_scene(rng: np.random.Generator, split: str = "train", image_size: int = 64,
                cogent: bool = False) -> tuple[np.ndarray, list[str]]:
     """Draw one scene; returns the RGB image (uint8) and its five captions."""
-    scale = image_size / REFERENCE_SIZE
+    canvas = _background(rng, image_size)
+    attributes = _pick_attributes(rng, split, cogent)
+    radii = _radii(rng, attributes, image_size)
+    relation = RELATIONS[rng.integers(len(RELATIONS))]
+    _paint(rng, canvas, attributes, radii, relation)
+    objects = [SceneObject(size, colour, shape) for shape, colour, size in attributes]
+    return canvas, captions_for(Scene(objects[0], objects[1], relation))
+
+
+def redraw_scene(rng: np.random.Generator, scene: Scene, image_size: int = 64) -> np.ndarray:
+    """Another image of ``scene``: the same objects and relation, new places, radii within
+    each size, colour jitter and background. Many redraws of one scene are what "every
+    image this caption is true of" looks like (text to image's diversity is judged by them)."""
+    canvas = _background(rng, image_size)
+    attributes = [(obj.shape, obj.colour, obj.size) for obj in scene.objects]
+    _paint(rng, canvas, attributes, _radii(rng, attributes, image_size), scene.relation)
+    return canvas
+
+
+def _background(rng: np.random.Generator, image_size: int) -> np.ndarray:
     background = rng.integers(225, 256, size=3)
     noise = rng.normal(0.0, 4.0, size=(image_size, image_size, 3))
-    canvas = np.clip(background + noise, 0, 255).astype(np.uint8)
+    return np.clip(background + noise, 0, 255).astype(np.uint8)
 
-    attributes = _pick_attributes(rng, split, cogent)
-    radii = [rng.integers(*SIZES[size], endpoint=True) * scale for _, _, size in attributes]
-    relation = RELATIONS[rng.integers(len(RELATIONS))]
-    centres = _place(rng, radii[0], radii[1], relation, image_size)
 
-    objects = []
-    for (shape, colour, size), radius, centre in zip(attributes, radii, centres):
+def _radii(rng: np.random.Generator, attributes, image_size: int) -> list[float]:
+    scale = image_size / REFERENCE_SIZE
+    return [rng.integers(*SIZES[size], endpoint=True) * scale for _, _, size in attributes]
+
+
+def _paint(rng: np.random.Generator, canvas: np.ndarray, attributes, radii, relation: str) -> None:
+    """Place both objects so that the relation holds and draw them, colours jittered."""
+    centres = _place(rng, radii[0], radii[1], relation, canvas.shape[0])
+    for (shape, colour, _), radius, centre in zip(attributes, radii, centres):
         jitter = rng.integers(-20, 21, size=3)
         rgb = np.clip(np.array(COLOURS[colour]) + jitter, 0, 255)
         _draw(canvas, shape, centre, float(radius), tuple(int(v) for v in rgb))
-        objects.append(SceneObject(size, colour, shape))
-    return canvas, captions_for(Scene(objects[0], objects[1], relation))
 
 
 def generate(out_dir: str | Path, config: ShapesConfig = ShapesConfig(),

@@ -113,6 +113,18 @@ def r_precision(image_vectors: np.ndarray, text_vectors: np.ndarray, prompts: li
     return first / len(image_vectors)
 
 
+def diversity(features: np.ndarray) -> float:
+    """The mean distance between two images drawn for the same prompt: ``features`` are
+    ``(prompts, draws, d)`` image vectors (:func:`image_features`). 0 if a generator draws
+    one picture per caption whatever the noise; real redraws of each scene (new places,
+    radii, colour jitter: :func:`mmkeras.data.shapes.redraw_scene`) give the ceiling."""
+    features = np.asarray(features, np.float64)
+    draws = features.shape[1]
+    differences = features[:, :, None, :] - features[:, None, :, :]
+    distances = np.sqrt((differences ** 2).sum(-1))  # (prompts, draws, draws), 0 on the diagonal
+    return float(distances.sum() / (len(features) * draws * (draws - 1)))
+
+
 def kernel_inception_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     """The unbiased squared MMD between two sets of features under the cubic polynomial
     kernel ``(x . y / d + 1) ** 3`` (Binkowski et al., 2018): about 0 for two samples of

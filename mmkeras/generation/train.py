@@ -25,7 +25,7 @@ from mmkeras.caption.train import train as train_captioner
 from mmkeras.config import RetrievalConfig, TextToImageConfig, TrainConfig
 from mmkeras.data.catalog import load_dataset
 from mmkeras.data.images import evaluation_images
-from mmkeras.data.shapes import captions_for, scenes_of
+from mmkeras.data.shapes import captions_for, redraw_scene, scenes_of
 from mmkeras.data.text import MAX_CAPTION_WORDS, build_vectorizer, caption_lengths, vectorizer_vocabulary
 from mmkeras.errors import UserError
 from mmkeras.generation import judges
@@ -36,6 +36,10 @@ from mmkeras.tasks.retrieval import retrieval_dataset, train_retrieval
 
 # Test scenes drawn for and judged: all 1,000 of the default test split.
 MAX_PROMPTS = 1000
+# Diversity: this many test scenes, each drawn this many times (and redrawn as often for
+# the real images' diversity).
+DIVERSITY_PROMPTS = 50
+DIVERSITY_DRAWS = 8
 
 
 def train_text_to_image(config: TextToImageConfig, verbose: int | str = "auto", progress: bool = True,
@@ -140,8 +144,8 @@ def score_generator(generator: ImageGenerator, test_split, captioner: keras.Mode
                     batch_size: int = 100) -> dict:
     """The metrics of ``text2image``: images drawn for the first (whole-scene) caption of
     each test scene, read back by the captioner (``round_trip``), their prompt ranked by the
-    dual encoder among 99 others (``r_precision``), their kernel distance to the real test
-    images (``kid``), each beside the real images (``real``, the ceiling) and the drawn
+    dual encoder among 99 others (``r_precision``), how different the images drawn for one
+    prompt are (``diversity``), their kernel distance to the real test images (``kid``), each beside the real images (``real``, the ceiling) and the drawn
     images paired with a shuffled list of scenes (``shuffled``, the floor); and images
     drawn a second per caption (median over batches, after a warm-up)."""
     scenes = scenes_of(test_split)[:MAX_PROMPTS]
@@ -163,6 +167,8 @@ def score_generator(generator: ImageGenerator, test_split, captioner: keras.Mode
     generated_features = judges.image_features(generated, dual_encoder)
     half = len(real_features) // 2
     text_vectors = judges.text_features(prompts, dual_encoder)
+    diversity, diversity_real = _diversities(generator, scenes[:DIVERSITY_PROMPTS], prompts, dual_encoder,
+                                             steps, guidance, seed, batch_size)
     return {
         "round_trip": judges.round_trip(read_generated, scenes),
         "round_trip_real": judges.round_trip(read_real, scenes),
@@ -172,6 +178,8 @@ def score_generator(generator: ImageGenerator, test_split, captioner: keras.Mode
         "r_precision_shuffled": judges.r_precision(generated_features[shuffled], text_vectors, prompts,
                                                    seed=seed),
         "r_precision_chance": 1.0 / min(100, len(prompts)),
+        "diversity": diversity,
+        "diversity_real": diversity_real,
         "kid": judges.kernel_inception_distance(generated_features, real_features),
         # Two halves of the real images: what KID is for two samples of one distribution.
         "kid_real": judges.kernel_inception_distance(real_features[:half], real_features[half:]),
@@ -180,3 +188,18 @@ def score_generator(generator: ImageGenerator, test_split, captioner: keras.Mode
         # How it was drawn: a diffusion model's steps and guidance (a VAE has neither).
         **({"sampling_steps": steps, "guidance": guidance} if isinstance(generator, ImageGenerator) else {}),
     }
+
+
+def _diversities(generator, scenes, prompts, dual_encoder, steps, guidance, seed, batch_size):
+    """``diversity`` of images drawn ``DIVERSITY_DRAWS`` times for each scene's prompt, and of
+    as many real redraws of each scene."""
+    repeated = [prompt for prompt in prompts[:len(scenes)] for _ in range(DIVERSITY_DRAWS)]
+    drawn = np.concatenate([generator.generate(repeated[start:start + batch_size], steps, guidance,
+                                               seed + MAX_PROMPTS + start)
+                            for start in range(0, len(repeated), batch_size)])
+    rng = np.random.default_rng(seed)
+    redrawn = np.stack([redraw_scene(rng, scene, generator.image_size)
+                        for scene in scenes for _ in range(DIVERSITY_DRAWS)])
+    shape = (len(scenes), DIVERSITY_DRAWS, -1)
+    return (judges.diversity(judges.image_features(drawn, dual_encoder).reshape(shape)),
+            judges.diversity(judges.image_features(redrawn, dual_encoder).reshape(shape)))
