@@ -93,6 +93,10 @@ def test_generation_is_seeded_uint8_and_guidance_changes_it(denoiser):
     assert not np.array_equal(images, generator.generate(["a red circle", "a blue square"], steps=3,
                                                          guidance=0.0, seed=1))
     assert generator.unknown_words(["a red circle", "a Pink circle", "a pink star"]) == ["pink", "star"]
+    every_step = generator.generate_every_step(["a red circle", "a blue square"], steps=3, guidance=2.0, seed=1)
+    assert every_step.shape == (3, 2, 16, 16, 3) and every_step.dtype == np.uint8
+    np.testing.assert_array_equal(every_step[-1], images)  # the last step's are the images
+    assert not np.array_equal(every_step[0], every_step[-1])
     denoiser.get_layer("predicted_noise").kernel.assign(np.zeros(denoiser.get_layer("predicted_noise").kernel.shape))
 
 

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from mmkeras.config import TextToImageConfig
-from mmkeras.data.shapes import Scene, SceneObject, captions_for
+from mmkeras.data import shapes
+from mmkeras.data.shapes import Scene, SceneObject, ShapesConfig, captions_for
 from mmkeras.generation import judges
 
 SCENE = Scene(SceneObject("small", "red", "circle"), SceneObject("large", "blue", "square"), "above")
@@ -71,6 +72,20 @@ def test_diversity_is_the_mean_distance_between_draws_of_one_prompt():
     assert judges.diversity(two) == pytest.approx(2.5)
 
 
+def test_judges_of_the_compositional_split_learn_from_its_twin_with_every_pair(tmp_path, monkeypatch):
+    from mmkeras.generation import train as text_to_image
+    sizes = {"num_train": 6, "num_val": 2, "num_test": 2}
+    cogent = shapes.generate(tmp_path / "cogent", ShapesConfig(**sizes, cogent=True), progress=False)
+    monkeypatch.setenv("MMKERAS_DATA", str(tmp_path / "data"))
+    trained_on = []
+    monkeypatch.setattr(text_to_image, "train_captioner", lambda config, **_: trained_on.append(config.data))
+    monkeypatch.setattr(text_to_image, "train_retrieval", lambda config, **_: trained_on.append(config.data))
+    monkeypatch.setattr(text_to_image.runs, "load_model", lambda path: path)
+    text_to_image._judges(TextToImageConfig(), str(cogent), tmp_path / "judges", verbose=0, progress=False)
+    assert len(trained_on) == 2
+    assert {shapes.config_of(data) for data in trained_on} == {ShapesConfig(**sizes, cogent=False)}
+
+
 @pytest.fixture(scope="module")
 def smoke_generator(tmp_path_factory, caption_model):
     from mmkeras.generation.train import train_text_to_image
@@ -93,6 +108,7 @@ def test_text2image_writes_a_model_and_its_judged_scores(smoke_generator):
     for key in ("r_precision", "r_precision_real", "r_precision_shuffled", "kid", "kid_real", "diversity"):
         assert np.isfinite(metrics[key]), key
     assert metrics["diversity_real"] > 0  # real redraws of a scene differ
+    assert 0 <= metrics["held_out_named"] <= 1 and 0 <= metrics["held_out_named_real"] <= 1
     assert json.loads((out / "config.json").read_text())["config"]["kind"] == "diffusion"
     assert result["history"]["loss"][-1] < result["history"]["loss"][0]
 
@@ -126,6 +142,7 @@ def test_the_vae_trains_draws_and_loads_with_safe_mode(caption_model, tmp_path, 
 
     from mmkeras import cli
     from mmkeras.generation.train import train_text_to_image
+    from mmkeras.generation.vae import VAEGenerator
     from mmkeras.tasks.retrieval import build_dual_encoder
     vocabulary = caption_model.get_layer("word_embedding").vocabulary
     result = train_text_to_image(TextToImageConfig(kind="vae", smoke=True, out=str(tmp_path / "vae")), verbose=0,
@@ -137,6 +154,11 @@ def test_the_vae_trains_draws_and_loads_with_safe_mode(caption_model, tmp_path, 
     assert {"reconstruction", "kl", "val_loss"} <= set(history)
     decoder = keras.saving.load_model(tmp_path / "vae" / "model.keras", safe_mode=True)
     assert decoder.name == "vae_decoder"
+    generator = VAEGenerator(decoder)
+    latents = np.random.default_rng(0).normal(size=(2, generator.latent_dim))
+    drawn = generator.decode(["a red circle", "a red circle"], latents)
+    assert drawn.shape == (2, 32, 32, 3) and drawn.dtype == np.uint8
+    assert not np.array_equal(drawn[0], drawn[1])  # another point of the latent space, another picture
     assert cli.main(["generate", "--model", str(tmp_path / "vae" / "model.keras"), "--out", str(tmp_path / "drawn"),
                      "a red circle", "a blue square"]) == 0
     assert sorted(p.name for p in (tmp_path / "drawn").iterdir()) == ["00000.png", "00001.png"]

@@ -352,11 +352,15 @@ def generate(out_dir: str | Path, config: ShapesConfig = ShapesConfig(),
 
 def is_complete(out_dir: str | Path, config: ShapesConfig) -> bool:
     """True when ``out_dir`` already holds exactly this configuration's data."""
-    marker = Path(out_dir) / "shapes.json"
+    return config_of(out_dir) == config
+
+
+def config_of(out_dir: str | Path) -> ShapesConfig | None:
+    """The configuration a Shapes Captions folder was drawn with; None for any other folder."""
     try:
-        return json.loads(marker.read_text()) == asdict(config)
-    except (OSError, ValueError):
-        return False
+        return ShapesConfig(**json.loads((Path(out_dir) / "shapes.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def ensure(out_dir: str | Path, config: ShapesConfig = ShapesConfig(),

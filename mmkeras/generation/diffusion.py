@@ -17,6 +17,7 @@ Introduced in ``06_text_to_image.ipynb``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import keras
@@ -116,10 +117,12 @@ class ImageGenerator:
         self.vectorizer = vectorizer_for(self.vocabulary, max_text_length - 1)
         self.image_size = denoiser.input["noisy_images"].shape[1]
         self.empty_text = tf.constant(empty_caption_ids(self.vectorizer), tf.int32)
-        self._sample = tf.function(self.reverse_diffusion, input_signature=[
-            tf.TensorSpec([None, max_text_length], tf.int32),
-            tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.float32),
-            tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)])
+        signature = [tf.TensorSpec([None, max_text_length], tf.int32),
+                     tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.float32),
+                     tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)]
+        self._sample = tf.function(self.reverse_diffusion, input_signature=signature)
+        self._sample_every_step = tf.function(functools.partial(self.reverse_diffusion, every_step=True),
+                                              input_signature=signature)
 
     def text_ids(self, captions: list[str]) -> tf.Tensor:
         return tf.cast(caption_ids(captions, self.vectorizer), tf.int32)
@@ -127,9 +130,11 @@ class ImageGenerator:
     def unknown_words(self, captions: list[str]) -> list[str]:
         return unknown_words(captions, self.vocabulary)
 
-    def reverse_diffusion(self, text, initial_noise, steps, guidance):
-        """``steps`` DDIM steps from ``initial_noise`` to images in -1..1."""
+    def reverse_diffusion(self, text, initial_noise, steps, guidance, every_step: bool = False):
+        """``steps`` DDIM steps from ``initial_noise`` to images in -1..1; with
+        ``every_step``, also the clean image predicted at each step, ``(steps, batch, ...)``."""
         batch = tf.shape(text)[0]
+        predictions = tf.TensorArray(tf.float32, size=steps)
         both_texts = tf.concat([text, tf.tile(self.empty_text[None], [batch, 1])], axis=0)
         step_size = 1.0 / tf.cast(steps, tf.float32)
         noisy_images = initial_noise
@@ -151,18 +156,30 @@ class ImageGenerator:
                 -1.0, 1.0)
             predicted_noises = (noisy_images - signal_rates[:, :, None, None] * predicted_images) \
                 / noise_rates[:, :, None, None]
+            if every_step:
+                predictions = predictions.write(step, predicted_images)
             # Remix the two parts at the next step's rates.
             next_noise_rates, next_signal_rates = diffusion_schedule(diffusion_times - step_size)
             noisy_images = (next_signal_rates[:, :, None, None] * predicted_images
                             + next_noise_rates[:, :, None, None] * predicted_noises)
-        return predicted_images
+        return (predicted_images, predictions.stack()) if every_step else predicted_images
 
     def generate(self, captions: list[str], steps: int = 20, guidance: float = 3.0,
                  seed: int = 0) -> np.ndarray:
         """uint8 images, ``(len(captions), size, size, 3)``, one per caption; the same
         seed gives the same images."""
-        noise = tf.random.stateless_normal((len(captions), self.image_size, self.image_size, 3),
-                                           seed=[seed, 0])
-        images = self._sample(self.text_ids(captions), noise, tf.constant(steps),
-                              tf.constant(guidance, tf.float32))
+        images = self._sample(self.text_ids(captions), self._initial_noise(len(captions), seed),
+                              tf.constant(steps), tf.constant(guidance, tf.float32))
         return to_pixels(images).numpy()
+
+    def generate_every_step(self, captions: list[str], steps: int = 20, guidance: float = 3.0,
+                            seed: int = 0) -> np.ndarray:
+        """The clean image predicted after each DDIM step, uint8, ``(steps, len(captions),
+        size, size, 3)``: how the picture comes out of the noise. The last step's are
+        :meth:`generate`'s images."""
+        _, predictions = self._sample_every_step(self.text_ids(captions), self._initial_noise(len(captions), seed),
+                                                 tf.constant(steps), tf.constant(guidance, tf.float32))
+        return to_pixels(predictions).numpy()
+
+    def _initial_noise(self, count: int, seed: int):
+        return tf.random.stateless_normal((count, self.image_size, self.image_size, 3), seed=[seed, 0])

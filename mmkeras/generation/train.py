@@ -21,11 +21,12 @@ import keras
 import numpy as np
 
 from mmkeras import runs
+from mmkeras.caption.metrics import held_out_metrics
 from mmkeras.caption.train import train as train_captioner
 from mmkeras.config import RetrievalConfig, TextToImageConfig, TrainConfig
-from mmkeras.data.catalog import load_dataset
+from mmkeras.data.catalog import load_dataset, shapes_data
 from mmkeras.data.images import evaluation_images
-from mmkeras.data.shapes import captions_for, redraw_scene, scenes_of
+from mmkeras.data.shapes import captions_for, config_of, redraw_scene, scenes_of
 from mmkeras.data.text import MAX_CAPTION_WORDS, build_vectorizer, caption_lengths, vectorizer_vocabulary
 from mmkeras.errors import UserError
 from mmkeras.generation import judges
@@ -114,7 +115,15 @@ def generator_for(model: keras.Model):
 def _judges(config: TextToImageConfig, data: str, folder: Path, verbose, progress: bool):
     """The captioner and the dual encoder, trained with their defaults on ``data`` unless
     ``folder`` holds ones trained so already (a judge of other data, or of a smoke run, is
-    trained again)."""
+    trained again).
+
+    On the compositional split the judges learn from its twin with every pair (the same
+    sizes and seed): judges that never saw a red square could not tell one when it is drawn
+    (05_transformers.ipynb: no captioner trained on that split names one)."""
+    drawn_with = config_of(data)
+    if drawn_with is not None and drawn_with.cogent:
+        data = str(shapes_data(dataclasses.replace(drawn_with, cogent=False), progress))
+        print(f"the judges learn from {data}, which shows the pairs the generator's training held out")
     judges_config = {"captioner": TrainConfig(data=data, out=str(folder / "captioner"), smoke=config.smoke,
                                               seed=config.seed),
                      "dual_encoder": RetrievalConfig(data=data, out=str(folder / "dual_encoder"),
@@ -173,6 +182,10 @@ def score_generator(generator: ImageGenerator, test_split, captioner: keras.Mode
         "round_trip": judges.round_trip(read_generated, scenes),
         "round_trip_real": judges.round_trip(read_real, scenes),
         "round_trip_shuffled": judges.round_trip([read_generated[i] for i in shuffled], scenes),
+        # Of the scenes' objects of a pair the compositional split holds out, the share whose
+        # colour and shape the read-back names: never seen in training on that split.
+        "held_out_named": held_out_metrics(read_generated, scenes)["held_out_named"],
+        "held_out_named_real": held_out_metrics(read_real, scenes)["held_out_named"],
         "r_precision": judges.r_precision(generated_features, text_vectors, prompts, seed=seed),
         "r_precision_real": judges.r_precision(real_features, text_vectors, prompts, seed=seed),
         "r_precision_shuffled": judges.r_precision(generated_features[shuffled], text_vectors, prompts,

@@ -122,5 +122,11 @@ class VAEGenerator:
 
     def generate(self, captions: list[str], steps: int = 0, guidance: float = 0.0, seed: int = 0) -> np.ndarray:
         latent = tf.random.stateless_normal((len(captions), self.latent_dim), seed=[seed, 0])
+        return self.decode(captions, latent)
+
+    def decode(self, captions: list[str], latents) -> np.ndarray:
+        """uint8 images of chosen points of the latent space, ``(len(captions), latent_dim)``,
+        one per caption: a walk through the latent space shows what the caption leaves to it."""
         text = tf.cast(caption_ids(captions, self.vectorizer), tf.int32)
-        return to_pixels(tf.cast(self.decoder({"latent": latent, "text": text}, training=False), tf.float32)).numpy()
+        latents = tf.convert_to_tensor(latents, tf.float32)
+        return to_pixels(tf.cast(self.decoder({"latent": latents, "text": text}, training=False), tf.float32)).numpy()
