@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from mmkeras.data.images import to_pixels, to_unit_range
 from mmkeras.data.text import END, START, vectorizer_for
+from mmkeras.errors import UserError
 from mmkeras.generation import diffusion
 from mmkeras.nn.layers import NoiseLevelEmbedding, WordEmbedding
 from mmkeras.nn.unet import build_denoiser
@@ -46,20 +47,20 @@ def test_pixels_survive_the_round_trip_through_the_unit_range():
     assert to_pixels(tf.constant([[-3.0, 3.0]])).numpy().tolist() == [[0, 255]]
 
 
-def test_the_denoiser_starts_at_zero_noise_and_loads_with_safe_mode(denoiser, tmp_path):
+def test_the_denoiser_starts_at_zero_and_loads_with_safe_mode(denoiser, tmp_path):
     inputs = {"noisy_images": np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype("float32"),
               "noise_variances": np.array([[0.5], [0.9]], "float32"),
               "text": np.array([[2, 4, 5, 7, 0, 0], [2, 0, 0, 0, 0, 0]], "int32")}
     np.testing.assert_array_equal(np.asarray(denoiser(inputs)), 0.0)
-    denoiser.get_layer("predicted_noise").kernel.assign(
-        np.random.default_rng(1).normal(size=denoiser.get_layer("predicted_noise").kernel.shape))
+    denoiser.get_layer("predicted_velocity").kernel.assign(
+        np.random.default_rng(1).normal(size=denoiser.get_layer("predicted_velocity").kernel.shape))
     denoiser.save(tmp_path / "denoiser.keras")
     reloaded = keras.saving.load_model(tmp_path / "denoiser.keras", safe_mode=True)
     np.testing.assert_allclose(np.asarray(reloaded(inputs)), np.asarray(denoiser(inputs)), rtol=1e-5)
-    denoiser.get_layer("predicted_noise").kernel.assign(np.zeros(denoiser.get_layer("predicted_noise").kernel.shape))
+    denoiser.get_layer("predicted_velocity").kernel.assign(np.zeros(denoiser.get_layer("predicted_velocity").kernel.shape))
 
 
-def test_training_lowers_the_noise_loss_on_a_few_images(denoiser):
+def test_training_lowers_the_velocity_loss_on_a_few_images(denoiser):
     keras.utils.set_random_seed(0)
     model = build_denoiser(VOCABULARY, MAX_TEXT_LENGTH, image_size=16, widths=(8, 16), block_depth=1,
                            embedding_dim=8, units=16)
@@ -81,8 +82,8 @@ def test_the_empty_caption_is_start_and_end():
 
 
 def test_generation_is_seeded_uint8_and_guidance_changes_it(denoiser):
-    denoiser.get_layer("predicted_noise").kernel.assign(
-        np.random.default_rng(2).normal(size=denoiser.get_layer("predicted_noise").kernel.shape) * 0.1)
+    denoiser.get_layer("predicted_velocity").kernel.assign(
+        np.random.default_rng(2).normal(size=denoiser.get_layer("predicted_velocity").kernel.shape) * 0.1)
     generator = diffusion.ImageGenerator(denoiser)
     images = generator.generate(["a red circle", "a blue square"], steps=3, guidance=2.0, seed=1)
     assert images.shape == (2, 16, 16, 3) and images.dtype == np.uint8
@@ -97,12 +98,12 @@ def test_generation_is_seeded_uint8_and_guidance_changes_it(denoiser):
     assert every_step.shape == (3, 2, 16, 16, 3) and every_step.dtype == np.uint8
     np.testing.assert_array_equal(every_step[-1], images)  # the last step's are the images
     assert not np.array_equal(every_step[0], every_step[-1])
-    denoiser.get_layer("predicted_noise").kernel.assign(np.zeros(denoiser.get_layer("predicted_noise").kernel.shape))
+    denoiser.get_layer("predicted_velocity").kernel.assign(np.zeros(denoiser.get_layer("predicted_velocity").kernel.shape))
 
 
-class _ExactNoise(keras.layers.Layer):
+class _ExactVelocity(keras.layers.Layer):
     """A perfect denoiser of one image: from a noisy image and its noise variance, the
-    noise that was mixed into ``target`` (whatever the caption)."""
+    velocity of the noise mixed into ``target`` (whatever the caption)."""
 
     def __init__(self, target, **kwargs):
         super().__init__(**kwargs)
@@ -112,17 +113,36 @@ class _ExactNoise(keras.layers.Layer):
         noisy_images, noise_variances, _ = inputs  # (the caption: not needed)
         noise_rates = tf.sqrt(noise_variances)[:, :, None, None]
         signal_rates = tf.sqrt(1.0 - noise_variances)[:, :, None, None]
-        return (noisy_images - signal_rates * self.target) / noise_rates
+        noises = (noisy_images - signal_rates * self.target) / noise_rates
+        return signal_rates * noises - noise_rates * self.target
+
+
+def _perfect_denoiser(target, output_name="predicted_velocity"):
+    noisy = keras.Input((16, 16, 3), name="noisy_images")
+    variances = keras.Input((1,), name="noise_variances")
+    text = keras.Input((MAX_TEXT_LENGTH,), dtype="int32", name="text")
+    words = WordEmbedding(VOCABULARY, 2, mask_zero=False, name="word_embedding")(text)  # the generator reads its vocabulary
+    return keras.Model({"noisy_images": noisy, "noise_variances": variances, "text": text},
+                       _ExactVelocity(target, name=output_name)([noisy, variances, words]), name="denoiser")
 
 
 @pytest.mark.parametrize("steps", [1, 4, 10])
 def test_sampling_with_a_perfect_denoiser_draws_its_image_in_any_number_of_steps(steps):
     target = np.random.default_rng(3).uniform(-0.9, 0.9, (1, 16, 16, 3)).astype("float32")
-    noisy = keras.Input((16, 16, 3), name="noisy_images")
-    variances = keras.Input((1,), name="noise_variances")
-    text = keras.Input((MAX_TEXT_LENGTH,), dtype="int32", name="text")
-    words = WordEmbedding(VOCABULARY, 2, mask_zero=False, name="word_embedding")(text)  # the generator reads its vocabulary
-    perfect = keras.Model({"noisy_images": noisy, "noise_variances": variances, "text": text},
-                          _ExactNoise(target)([noisy, variances, words]), name="denoiser")
-    drawn = diffusion.ImageGenerator(perfect).generate(["a red circle"], steps=steps, guidance=3.0, seed=5)
+    drawn = diffusion.ImageGenerator(_perfect_denoiser(target)).generate(["a red circle"], steps=steps,
+                                                                        guidance=3.0, seed=5)
     np.testing.assert_array_equal(drawn, to_pixels(target).numpy())
+
+
+def test_training_asks_for_the_velocity_the_sampler_reads():
+    target = np.random.default_rng(4).integers(0, 256, (1, 16, 16, 3)).astype("uint8")
+    vectorizer = vectorizer_for(VOCABULARY, MAX_TEXT_LENGTH - 1)
+    trainer = diffusion.DiffusionTrainer(_perfect_denoiser(to_unit_range(target).numpy()),
+                                         diffusion.empty_caption_ids(vectorizer), seed=0)
+    batch = {"image": np.repeat(target, 8, 0), "text": np.array([[2, 4, 5, 7, 3, 0]] * 8, "int32")}
+    assert float(trainer.velocity_loss(batch, training=True)) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_a_denoiser_that_predicts_the_noise_is_refused():
+    with pytest.raises(UserError, match="predicts the noise"):
+        diffusion.ImageGenerator(_perfect_denoiser(np.zeros((1, 16, 16, 3), "float32"), "predicted_noise"))

@@ -34,6 +34,25 @@ def test_each_wrong_attribute_is_counted_where_it_is_wrong():
                       "sizes_read": 1.0}
 
 
+def test_read_back_takes_the_likeliest_beam_that_names_both_sizes(monkeypatch):
+    whole, sizeless = captions_for(SCENE)[0], captions_for(SCENE)[2]
+    beams = [[sizeless, "a red circle above a large blue square", whole],  # the third says both sizes
+             [sizeless, "a red circle above a blue square", sizeless]]  # none does: the likeliest
+
+    class TwoImagesDecoder:
+        def __init__(self, captioner):
+            pass
+
+        def candidate_captions(self, images, beam_width):
+            assert beam_width == 3
+            return beams, np.zeros((2, 3))
+
+    monkeypatch.setattr(judges, "CaptionDecoder", TwoImagesDecoder)
+    monkeypatch.setattr(judges, "_resized", lambda images, size: images)
+    captioner = type("Captioner", (), {"input": {"image": type("Input", (), {"shape": (None, 8)})()}})()
+    assert judges.read_back(np.zeros((2, 8, 8, 3), np.uint8), captioner, beam_width=3) == [whole, sizeless]
+
+
 def test_kernel_distance_is_the_unbiased_mmd_written_out():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(5, 3)), rng.normal(size=(4, 3)) + 0.5

@@ -1,11 +1,21 @@
-"""A caption-conditioned diffusion model: trained as DDPM (predict the noise mixed into an
-image at a random noise level), sampled as DDIM (deterministic steps from pure noise), with
-classifier-free guidance.
+"""A caption-conditioned diffusion model: trained as DDPM (from an image mixed with noise at a
+random noise level, predict what was mixed), sampled as DDIM (deterministic steps from pure
+noise), with classifier-free guidance.
 
-The schedule, the training step and the sampler follow keras.io's DDIM example: continuous
-diffusion times from 0 to 1, a cosine schedule whose signal and noise rates are the cosine
-and sine of one angle (their squares sum to 1), the mean absolute error of the predicted
-noise. The caption is replaced by the empty caption in a share of the training examples, so
+The schedule and the sampler follow keras.io's DDIM example: continuous diffusion times
+from 0 to 1, a cosine schedule whose signal and noise rates are the cosine and sine of one
+angle (their squares sum to 1). The training target is not that example's: the denoiser
+predicts the *velocity* ``v = signal_rate * noise - noise_rate * image`` (Salimans and Ho,
+2022), scored by its mean squared error. Why: with keras.io's target, the noise, and its
+mean absolute error, our denoiser learned to ignore the caption altogether (a shuffled
+caption cost it nothing, 06_text_to_image.ipynb). The caption matters where the noise
+drowns the image, and there an error in the image costs little in the noise (in proportion
+to the signal rate, 0.08 at diffusion time 0.95) but fully in the velocity; and the best
+guess under an absolute error is the median image, the pale background wherever an object
+is not more likely than not, which no caption changes, where under a squared error it is
+the mean, which every caption tints. After 500 steps of training, a shuffled caption
+raised the squared error of the predicted image at time 0.85 by 19% (0.073 to 0.087) with
+velocity and squared error, by 0.2% with noise and squared error. The caption is replaced by the empty caption in a share of the training examples, so
 the one network also learns to denoise unconditioned; sampling then pushes each step away
 from the unconditioned prediction and towards the captioned one (Ho and Salimans, 2022):
 ``noise = unconditioned + guidance * (captioned - unconditioned)``.
@@ -26,6 +36,7 @@ import tensorflow as tf
 
 from mmkeras.data.images import to_pixels, to_unit_range
 from mmkeras.data.text import unknown_words, vectorizer_for
+from mmkeras.errors import UserError
 from mmkeras.tasks.retrieval import caption_ids
 
 # The signal rate at diffusion times 0 and 1: never a wholly clean or wholly noisy image,
@@ -45,7 +56,7 @@ def diffusion_schedule(diffusion_times):
 class DiffusionTrainer(keras.Model):
     """Trains a denoiser on batches of ``{"image": uint8 images, "text": caption ids}``:
     each image mixed with fresh noise at a uniformly drawn diffusion time, the loss the mean
-    absolute error of the predicted noise. Only for training; what is saved is the denoiser.
+    squared error of the predicted velocity. Only for training; what is saved is the denoiser.
 
     ``empty_text``: the ids of the empty caption, which replaces a caption with probability
     ``caption_dropout`` (classifier-free guidance needs the unconditioned prediction).
@@ -67,7 +78,7 @@ class DiffusionTrainer(keras.Model):
     def call(self, inputs, training=False):
         return self.denoiser(inputs, training=training)
 
-    def noise_loss(self, data, training: bool):
+    def velocity_loss(self, data, training: bool):
         inputs, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         images = to_unit_range(inputs["image"])
         text = tf.cast(inputs["text"], tf.int32)
@@ -78,15 +89,16 @@ class DiffusionTrainer(keras.Model):
         noises = keras.random.normal(tf.shape(images), seed=self.seed_generator)
         diffusion_times = keras.random.uniform((batch, 1), seed=self.seed_generator)
         noise_rates, signal_rates = diffusion_schedule(diffusion_times)
-        noisy_images = (signal_rates[:, :, None, None] * images
-                        + noise_rates[:, :, None, None] * noises)
+        noise_rate, signal_rate = noise_rates[:, :, None, None], signal_rates[:, :, None, None]
+        noisy_images = signal_rate * images + noise_rate * noises
+        velocities = signal_rate * noises - noise_rate * images
         predicted = self.denoiser({"noisy_images": noisy_images, "noise_variances": noise_rates ** 2,
                                    "text": text}, training=training)
-        return tf.reduce_mean(tf.abs(noises - tf.cast(predicted, tf.float32)))
+        return tf.reduce_mean(tf.square(velocities - tf.cast(predicted, tf.float32)))
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
-            loss = self.noise_loss(data, training=True)
+            loss = self.velocity_loss(data, training=True)
             # Under mixed precision the optimizer scales the loss up (and the gradients
             # back down) so that small float16 gradients do not vanish; else a no-op.
             scaled_loss = self.optimizer.scale_loss(loss)
@@ -96,7 +108,7 @@ class DiffusionTrainer(keras.Model):
         return {"loss": self.loss_tracker.result()}
 
     def test_step(self, data):
-        self.loss_tracker.update_state(self.noise_loss(data, training=False))
+        self.loss_tracker.update_state(self.velocity_loss(data, training=False))
         return {"loss": self.loss_tracker.result()}
 
 
@@ -110,6 +122,9 @@ class ImageGenerator:
     compiled once for any batch size and number of steps."""
 
     def __init__(self, denoiser: keras.Model):
+        if "predicted_velocity" not in {layer.name for layer in denoiser.layers}:
+            raise UserError("this denoiser predicts the noise (an mmkeras before 2026-11-25 trained it); "
+                            "it predicts the velocity now: train it again with text2image")
         self.denoiser = denoiser
         embedding = denoiser.get_layer("word_embedding")
         max_text_length = denoiser.input["text"].shape[1]
@@ -147,15 +162,14 @@ class ImageGenerator:
                                   "text": both_texts}, training=False)
             both = tf.cast(both, tf.float32)
             captioned, unconditioned = both[:batch], both[batch:]
-            predicted_noises = unconditioned + guidance * (captioned - unconditioned)
+            # Guidance on the velocity is guidance on the noise: each is linear in the other.
+            velocities = unconditioned + guidance * (captioned - unconditioned)
+            noise_rate, signal_rate = noise_rates[:, :, None, None], signal_rates[:, :, None, None]
             # Guidance pushes past what the network predicts: keep the predicted image
             # within the pixels' range, and the noise consistent with it (as DDPM's
             # clipped sampling does), so that no step drifts off into saturated colours.
-            predicted_images = tf.clip_by_value(
-                (noisy_images - noise_rates[:, :, None, None] * predicted_noises) / signal_rates[:, :, None, None],
-                -1.0, 1.0)
-            predicted_noises = (noisy_images - signal_rates[:, :, None, None] * predicted_images) \
-                / noise_rates[:, :, None, None]
+            predicted_images = tf.clip_by_value(signal_rate * noisy_images - noise_rate * velocities, -1.0, 1.0)
+            predicted_noises = (noisy_images - signal_rate * predicted_images) / noise_rate
             if every_step:
                 predictions = predictions.write(step, predicted_images)
             # Remix the two parts at the next step's rates.

@@ -3,7 +3,7 @@ caption and the noise level scale and shift (FiLM).
 
 After keras.io's DDIM example (residual blocks, average pooling down and bilinear upsampling
 up, skips between the two halves, the noise variance embedded with sines, the last
-convolution zero so that training starts from predicting no noise). Added here: the caption,
+convolution zero so that training starts from predicting zero). Added here: the caption,
 read by the text encoder the tasks share, and the noise level enter every block, not only the
 first, so each level of the U-Net is told what to draw; and each pixel's x and y join the
 input, since "above" and "to the left of" say where, which a convolution cannot see.
@@ -24,7 +24,8 @@ NOISE_LEVEL_DIMS = 32
 def build_denoiser(vocabulary: list[str], max_text_length: int, image_size: int = 32,
                    widths: tuple[int, ...] = (32, 64, 96), block_depth: int = 2,
                    embedding_dim: int = 64, units: int = 128) -> keras.Model:
-    """``{"noisy_images", "noise_variances", "text"}`` to the noise in the images.
+    """``{"noisy_images", "noise_variances", "text"}`` to the velocity
+    ``signal_rate * noise - noise_rate * image`` of the noisy images.
 
     ``noisy_images``: ``(image_size, image_size, 3)`` floats, an image scaled to -1..1 mixed
     with unit Gaussian noise; ``noise_variances``: ``(1,)``, the noise's share of the mix;
@@ -55,9 +56,9 @@ def build_denoiser(vocabulary: list[str], max_text_length: int, image_size: int 
         for depth in range(block_depth):
             x = layers.Concatenate(name=f"up_{level}_{depth}_skip")([x, skips.pop()])
             x = residual_block(x, condition, widths[level], f"up_{level}_{depth}")
-    noise = layers.Conv2D(3, 1, kernel_initializer="zeros", name="predicted_noise")(x)
+    velocity = layers.Conv2D(3, 1, kernel_initializer="zeros", name="predicted_velocity")(x)
     return keras.Model({"noisy_images": noisy_images, "noise_variances": noise_variances, "text": text},
-                       noise, name="denoiser")
+                       velocity, name="denoiser")
 
 
 def residual_block(x, condition, width: int, name: str):
