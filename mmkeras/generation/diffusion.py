@@ -15,10 +15,12 @@ guess under an absolute error is the median image, the pale background wherever 
 is not more likely than not, which no caption changes, where under a squared error it is
 the mean, which every caption tints. After 500 steps of training, a shuffled caption
 raised the squared error of the predicted image at time 0.85 by 19% (0.073 to 0.087) with
-velocity and squared error, by 0.2% with noise and squared error. The caption is replaced by the empty caption in a share of the training examples, so
-the one network also learns to denoise unconditioned; sampling then pushes each step away
-from the unconditioned prediction and towards the captioned one (Ho and Salimans, 2022):
-``noise = unconditioned + guidance * (captioned - unconditioned)``.
+the velocity and the squared error, by 0.2% with the noise and the squared error.
+
+The caption is replaced by the empty caption in a share of the training examples, so the
+one network also learns to denoise unconditioned; sampling then pushes each step away from
+the unconditioned prediction and towards the captioned one (Ho and Salimans, 2022):
+``velocity = unconditioned + guidance * (captioned - unconditioned)``.
 
 What is saved is the denoiser itself (:func:`mmkeras.nn.unet.build_denoiser`), with the
 exponential moving average of its weights (Keras' optimizer keeps it, ``use_ema``).
