@@ -130,6 +130,7 @@ class TextToImageConfig:
     image_size: int = 32
     widths: tuple[int, ...] = (32, 64, 96)  # the diffusion U-Net's channels at 32, 16 and 8 px
     block_depth: int = 2
+    attention_size: int = 16  # blocks this many pixels across or fewer attend over the words
     embedding_dim: int = 64
     units: int = 128
     latent_dim: int = 16  # the VAE's

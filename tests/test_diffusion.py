@@ -11,7 +11,7 @@ from mmkeras.data.text import END, START, vectorizer_for
 from mmkeras.errors import UserError
 from mmkeras.generation import diffusion
 from mmkeras.nn.layers import NoiseLevelEmbedding, WordEmbedding
-from mmkeras.nn.unet import build_denoiser
+from mmkeras.nn.unet import build_denoiser, cross_attention
 
 VOCABULARY = ["", "[UNK]", START, END, "a", "red", "blue", "circle", "square", "above"]
 MAX_TEXT_LENGTH = 6
@@ -58,6 +58,30 @@ def test_the_denoiser_starts_at_zero_and_loads_with_safe_mode(denoiser, tmp_path
     reloaded = keras.saving.load_model(tmp_path / "denoiser.keras", safe_mode=True)
     np.testing.assert_allclose(np.asarray(reloaded(inputs)), np.asarray(denoiser(inputs)), rtol=1e-5)
     denoiser.get_layer("predicted_velocity").kernel.assign(np.zeros(denoiser.get_layer("predicted_velocity").kernel.shape))
+
+
+def test_only_blocks_at_the_attention_size_and_coarser_attend_over_the_words():
+    model = build_denoiser(VOCABULARY, MAX_TEXT_LENGTH, image_size=16, widths=(8, 16), block_depth=1,
+                           embedding_dim=8, units=16, attention_size=8)
+    attending = sorted(layer.name for layer in model.layers if layer.name.endswith("_words_attention"))
+    assert attending == ["middle_0_words_attention"]
+    film_only = build_denoiser(VOCABULARY, MAX_TEXT_LENGTH, image_size=16, widths=(8, 16), block_depth=1,
+                               embedding_dim=8, units=16, attention_size=0)
+    assert not any("attention" in layer.name for layer in film_only.layers)
+
+
+def test_cross_attention_reads_the_words_and_never_the_padding():
+    keras.utils.set_random_seed(0)
+    feature_map = keras.Input((4, 4, 8))
+    text = keras.Input((5,), dtype="int32")
+    words = keras.layers.Embedding(10, 8, mask_zero=True, name="words")(text)
+    model = keras.Model([feature_map, text], cross_attention(feature_map, words, "block_words"))
+    features = np.random.default_rng(0).normal(size=(1, 4, 4, 8)).astype("float32")
+    read = np.asarray(model([features, np.array([[4, 5, 0, 0, 0]])]))
+    assert np.abs(read - np.asarray(model([features, np.array([[4, 6, 0, 0, 0]])]))).max() > 1e-3
+    embedding = model.get_layer("words").embeddings
+    embedding.assign(np.concatenate([np.full((1, 8), 9.0, "float32"), embedding.numpy()[1:]]))
+    np.testing.assert_allclose(np.asarray(model([features, np.array([[4, 5, 0, 0, 0]])])), read, atol=1e-6)
 
 
 def test_training_lowers_the_velocity_loss_on_a_few_images(denoiser):

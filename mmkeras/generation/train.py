@@ -96,7 +96,7 @@ def _model_and_trainer(config: TextToImageConfig, vectorizer, max_text_length: i
                                      embedding_dim=config.embedding_dim, units=config.units)
         return decoder, VAETrainer(encoder, decoder, seed=config.seed, name="vae_trainer")
     denoiser = build_denoiser(vocabulary, max_text_length, config.image_size, config.widths,
-                              config.block_depth, config.embedding_dim, config.units)
+                              config.block_depth, config.embedding_dim, config.units, config.attention_size)
     return denoiser, DiffusionTrainer(denoiser, empty_caption_ids(vectorizer), config.caption_dropout,
                                       seed=config.seed, name="diffusion_trainer")
 
