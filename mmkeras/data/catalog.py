@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from mmkeras.config import DATASETS, SMOKE_SHAPES
-from mmkeras.data import flickr8k, shapes
+from mmkeras.data import flickr8k, shapes, spoken
 from mmkeras.data.coco import load_coco
 from mmkeras.data.folder import SPLITS, CaptionSplit, load_captions
 from mmkeras.errors import UserError
@@ -72,6 +72,20 @@ def load_dataset(data: str | Path, splits=SPLITS, smoke: bool = False, seed: int
     else:
         folder = Path(data)
     return folder, load_captions(folder, splits)
+
+
+def load_spoken_dataset(data: str | Path, splits=SPLITS, smoke: bool = False, seed: int = 0,
+                        progress: bool = True) -> tuple[Path, dict[str, spoken.SpokenSplit]]:
+    """``(folder, {split: SpokenSplit})`` for ``"spoken"`` (the default or, with ``smoke``, the
+    small Shapes Captions spoken, the first time) or a Spoken Shapes folder."""
+    if str(data) == "spoken":
+        shapes_config = smoke_shapes(seed) if smoke else shapes.ShapesConfig(seed=seed)
+        shapes_dir = shapes_data(shapes_config, progress)
+        folder = spoken.ensure(default_data_root() / f"spoken-{shapes_dir.name}", shapes_dir,
+                               spoken.SpokenConfig(seed=seed), progress)
+    else:
+        folder = Path(data)
+    return folder, spoken.load_spoken(folder, splits)
 
 
 def image_size_of(data: str, split: CaptionSplit) -> int:
