@@ -21,6 +21,8 @@ from mmkeras.config import (
     GENERATORS,
     TASKS,
     RetrievalConfig,
+    SpeechToImageConfig,
+    SpeechToTextConfig,
     TaskConfig,
     TextToImageConfig,
     TrainConfig,
@@ -58,6 +60,19 @@ def cmd_data(args) -> int:
                                  cogent=args.cogent)
     out = shapes.generate(args.out, config)
     print(f"wrote {config.num_train + config.num_val + config.num_test} images to {out}")
+    return 0
+
+
+def cmd_spoken(args) -> int:
+    from mmkeras.data import catalog, spoken
+    if args.shapes and not Path(args.shapes).is_dir():
+        raise UserError(f"--shapes {args.shapes}: no such folder; expected a Shapes Captions folder "
+                        "(python -m mmkeras data shapes --out DIR)")
+    shapes_dir = args.shapes or catalog.shapes_data()
+    config = spoken.SpokenConfig(seed=args.seed, clips_per_image=args.clips_per_image)
+    out = spoken.generate(args.out, shapes_dir, config)
+    clips = sum(len(split) for split in spoken.load_spoken(out).values())
+    print(f"wrote {clips} spoken captions of the images of {shapes_dir} to {out}")
     return 0
 
 
@@ -108,6 +123,10 @@ def cmd_evaluate(args) -> int:
         metrics = _evaluate_retrieval(model, args)
     elif model.name.startswith("fused_classifier"):
         metrics = _evaluate_classifier(model, args)
+    elif model.name == "speech_image_encoder":
+        metrics = _evaluate_speech_to_image(model, args)
+    elif "audio" in model.input:
+        metrics = _evaluate_speech_to_text(model, args)
     else:
         metrics = _evaluate_captions(model, args)
     if args.out:
@@ -128,6 +147,34 @@ def _evaluate_captions(caption_model, args) -> dict:
         evaluation_images(split, image_size), beam_width=args.beam, rerank=rerank, samples=args.samples)
     metrics = split_metrics(split, hypotheses)
     print(format_metrics(metrics))
+    return metrics
+
+
+def _evaluate_speech_to_text(recogniser, args) -> dict:
+    """A speech2text model's word error rate on a Spoken Shapes folder's split."""
+    from mmkeras.data.catalog import load_spoken_dataset
+    from mmkeras.data.spoken import read_clips
+    from mmkeras.speech.recognition import score_transcripts
+    if args.rerank or args.samples:
+        raise UserError("--rerank and --samples choose among a captioner's captions of images; "
+                        f"{args.model} transcribes speech")
+    split = load_spoken_dataset(args.data, splits=(args.split,))[1][args.split]
+    audio = read_clips(split.audio_paths, recogniser.input["audio"].shape[1])
+    metrics = {"task": "speech2text", **score_transcripts(recogniser, audio, split, args.beam)}
+    print(_speech_scores(metrics))
+    return metrics
+
+
+def _evaluate_speech_to_image(model, args) -> dict:
+    """A speech2image model's recalls on a Spoken Shapes folder's split."""
+    from mmkeras.data.catalog import load_spoken_dataset
+    from mmkeras.speech.retrieval import evaluate_speech_retrieval
+    if args.rerank or args.samples:
+        raise UserError(f"--rerank and --samples choose among a captioner's captions; {args.model} "
+                        "is a speech-image encoder")
+    split = load_spoken_dataset(args.data, splits=(args.split,))[1][args.split]
+    metrics = evaluate_speech_retrieval(model, split)
+    print(_speech_retrieval_scores(metrics))
     return metrics
 
 
@@ -274,6 +321,46 @@ def cmd_text2image(args) -> int:
     return 0
 
 
+def cmd_speech2text(args) -> int:
+    from mmkeras.speech.recognition import train_speech_to_text
+    config = SpeechToTextConfig(data=args.data, decoder=args.decoder, epochs=args.epochs,
+                                batch_size=args.batch_size, seed=args.seed, smoke=args.smoke, out=args.out)
+    verbose = "auto" if sys.stdout.isatty() else 2
+    metrics = train_speech_to_text(config, verbose=verbose, progress=sys.stdout.isatty())
+    print(f"wrote {Path(config.out) / 'model.keras'}, config.json, history.csv, metrics.json")
+    print(_speech_scores(metrics))
+    return 0
+
+
+def cmd_speech2image(args) -> int:
+    from mmkeras.speech.retrieval import train_speech_to_image
+    config = SpeechToImageConfig(data=args.data, epochs=args.epochs, batch_size=args.batch_size,
+                                 seed=args.seed, smoke=args.smoke, out=args.out)
+    verbose = "auto" if sys.stdout.isatty() else 2
+    metrics = train_speech_to_image(config, verbose=verbose, progress=sys.stdout.isatty())
+    print(f"wrote {Path(config.out) / 'model.keras'}, config.json, history.csv, metrics.json")
+    print(_speech_retrieval_scores(metrics))
+    return 0
+
+
+def _speech_retrieval_scores(metrics: dict) -> str:
+    lines = [f"{metrics['n_clips']} clips, {metrics['n_images']} images: recall at 1, 5, 10 "
+             "(any true image or clip counting)"]
+    for direction in ("audio_to_image", "image_to_audio"):
+        recalls = metrics[direction]
+        lines.append(f"  {direction:<15} " + ", ".join(f"{recalls[f'r{k}']:.3f}" for k in (1, 5, 10))
+                     + "  (" + ", ".join(f"{recalls[f'r{k}_any']:.3f}" for k in (1, 5, 10)) + ")")
+    return "\n".join(lines)
+
+
+def _speech_scores(metrics: dict) -> str:
+    by_voice = ", ".join(f"{voice} {wer:.3f}" for voice, wer in metrics["wer_by_voice"].items())
+    lines = [f"word error rate {metrics['wer']:.3f} on {metrics['test_clips']} clips (by voice variant: "
+             f"{by_voice}); {metrics['sentence_accuracy']:.1%} without an error"]
+    lines += [f"  said:  {e['said']}\n  heard: {e['heard']}" for e in metrics["examples"][:3]]
+    return "\n".join(lines)
+
+
 def _generation_scores(metrics: dict) -> str:
     """The round trip beside the real images and the shuffled captions, then the rest."""
     how = (f"{metrics['sampling_steps']} steps, guidance {metrics['guidance']:g}" if "guidance" in metrics
@@ -367,6 +454,15 @@ def build_parser() -> argparse.ArgumentParser:
     shapes.add_argument("--cogent", action="store_true",
                         help="hold five colour-shape pairs out of train and val")
     shapes.set_defaults(run=cmd_data)
+    spoken = data_kinds.add_parser("spoken", help="speak a Shapes Captions folder's captions (Spoken Shapes)")
+    spoken.add_argument("--out", required=True, help="folder to write: the images and captions, "
+                                                     "wavs/ and the lists of its clips")
+    spoken.add_argument("--shapes", help="the Shapes Captions folder to speak (never changed); "
+                                         "default: the default one, drawn if need be")
+    spoken.add_argument("--seed", type=int, default=0)
+    spoken.add_argument("--clips-per-image", type=_positive, default=1,
+                        help="how many of each image's five captions are spoken (1 to 5)")
+    spoken.set_defaults(run=cmd_spoken)
     flickr = data_kinds.add_parser("flickr8k", help="download and unpack Flickr8k (1.1 GB)")
     flickr.add_argument("--out", required=True, help="folder to unpack into")
     flickr.add_argument("--mirror", default=FLICKR8K_MIRROR,
@@ -478,6 +574,29 @@ def build_parser() -> argparse.ArgumentParser:
     text2image.add_argument("--out", default=TextToImageConfig.out, help="folder for the model and its records")
     text2image.add_argument("--smoke", action="store_true", help="tiny data and 2 epochs")
     text2image.set_defaults(run=cmd_text2image)
+
+    speech2text = commands.add_parser("speech2text", help="train and score a speech recogniser on "
+                                                          "spoken captions")
+    speech2text.add_argument("--data", default="spoken", help="'spoken' (Spoken Shapes, made on first use) "
+                                                              "or a Spoken Shapes folder")
+    speech2text.add_argument("--decoder", choices=("attention", "init"), default=SpeechToTextConfig.decoder)
+    speech2text.add_argument("--epochs", type=_positive, default=SpeechToTextConfig.epochs)
+    speech2text.add_argument("--batch-size", type=_positive, default=SpeechToTextConfig.batch_size)
+    speech2text.add_argument("--seed", type=int, default=0)
+    speech2text.add_argument("--out", default=SpeechToTextConfig.out, help="folder for the model and its records")
+    speech2text.add_argument("--smoke", action="store_true", help="tiny data and 2 epochs")
+    speech2text.set_defaults(run=cmd_speech2text)
+
+    speech2image = commands.add_parser("speech2image", help="train and score a dual encoder of spoken "
+                                                            "captions and images")
+    speech2image.add_argument("--data", default="spoken", help="'spoken' (Spoken Shapes, made on first "
+                                                               "use) or a Spoken Shapes folder")
+    speech2image.add_argument("--epochs", type=_positive, default=SpeechToImageConfig.epochs)
+    speech2image.add_argument("--batch-size", type=_positive, default=SpeechToImageConfig.batch_size)
+    speech2image.add_argument("--seed", type=int, default=0)
+    speech2image.add_argument("--out", default=SpeechToImageConfig.out, help="folder for the model and its records")
+    speech2image.add_argument("--smoke", action="store_true", help="tiny data and 2 epochs")
+    speech2image.set_defaults(run=cmd_speech2image)
 
     generate = commands.add_parser("generate", help="draw images for captions with a text2image model")
     generate.add_argument("--model", required=True, help="a model.keras written by text2image")

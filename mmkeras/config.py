@@ -116,6 +116,38 @@ class RetrievalConfig:
 
 
 @dataclass
+class SpeechToTextConfig:
+    """Every setting of a speech recognition run; saved in ``config.json`` beside the model."""
+
+    data: str = "spoken"
+    decoder: str = "attention"  # the caption decoders': attention or init
+    epochs: int = 15
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    embedding_dim: int = 64
+    units: int = 128
+    beam_width: int = 1
+    seed: int = 0
+    smoke: bool = False
+    out: str = "runs/speech2text"
+
+
+@dataclass
+class SpeechToImageConfig:
+    """Every setting of a speech-to-image retrieval run; saved beside its model."""
+
+    data: str = "spoken"
+    epochs: int = 15
+    batch_size: int = 128  # more negatives per batch, as the text-image dual encoder's
+    learning_rate: float = 2e-3
+    embedding_dim: int = 64
+    units: int = 128
+    seed: int = 0
+    smoke: bool = False
+    out: str = "runs/speech2image"
+
+
+@dataclass
 class TextToImageConfig:
     """Every setting of a text-to-image run; saved in ``config.json`` beside the model."""
 

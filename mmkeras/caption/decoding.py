@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from mmkeras.caption.model import caption_vocabulary, max_caption_length_of, stepwise_decoder
+from mmkeras.caption.model import caption_vocabulary, max_caption_length_of, source_input, stepwise_decoder
 from mmkeras.data.text import END, START, ids_to_captions
 
 NEG_INF = -1e9
@@ -37,8 +37,9 @@ class CaptionDecoder:
         self.uses_attention = self.stepwise.uses_attention
         # A fixed signature with an unknown batch size: one trace serves every batch, and the
         # loop variables keep the same (unknown) shapes from one step to the next.
-        # uint8 images, or a frozen backbone's float features while training on the cache.
-        image_input = caption_model.input["image"]
+        # uint8 images, a frozen backbone's float features while training on the cache, or
+        # a speech recogniser's waveforms.
+        image_input = source_input(caption_model)
         self.input_dtype = tf.as_dtype(image_input.dtype)
         images = tf.TensorSpec([None, *image_input.shape[1:]], self.input_dtype)
         self._greedy = tf.function(self.greedy_search, input_signature=[images])

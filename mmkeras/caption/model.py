@@ -76,8 +76,10 @@ def build_caption_model(vocabulary: list[str], max_caption_length: int, decoder:
         return build_transformer_caption_model(vocabulary, max_caption_length, image_encoder,
                                                width=embedding_dim, feedforward=units,
                                                dropout=dropout)
-    # uint8 images, or float features of a frozen backbone (mmkeras.data.feature_cache).
-    image = keras.Input(image_encoder.input_shape[1:], dtype=image_encoder.input.dtype, name="image")
+    # uint8 images, float features of a frozen backbone (mmkeras.data.feature_cache), or a
+    # waveform: the input takes the encoder's input's name ("image" or "audio").
+    image = keras.Input(image_encoder.input_shape[1:], dtype=image_encoder.input.dtype,
+                        name=source_name(image_encoder))
     caption_in = keras.Input((max_caption_length + 1,), dtype="int32", name="caption_in")
 
     feature_map = image_encoder(image)
@@ -99,8 +101,19 @@ def build_caption_model(vocabulary: list[str], max_caption_length: int, decoder:
     hidden = layers.Dropout(dropout, name="decoder_dropout")(hidden)
     # float32 logits keep the softmax stable under mixed precision.
     logits = layers.Dense(len(vocabulary), dtype="float32", name="word_logits")(hidden)
-    return keras.Model({"image": image, "caption_in": caption_in}, logits,
+    return keras.Model({source_name(image_encoder): image, "caption_in": caption_in}, logits,
                        name=f"caption_model_{decoder}")
+
+
+def source_name(encoder: keras.Model) -> str:
+    """What a caption model built on ``encoder`` calls what it describes: ``"audio"`` for a
+    speech recogniser's (:mod:`mmkeras.speech.recognition`), else ``"image"``."""
+    return "audio" if encoder.inputs[0].name == "audio" else "image"
+
+
+def source_input(caption_model: keras.Model):
+    """The caption model's input besides ``caption_in``: the images (or features), or audio."""
+    return next(tensor for name, tensor in caption_model.input.items() if name != "caption_in")
 
 
 def is_transformer(caption_model: keras.Model) -> bool:
@@ -166,7 +179,7 @@ class StepwiseDecoder:
             self.attention_combine = layer("attention_combine")
             encoded.append(layer("attention_memory").output)
         # The encoding half of the caption model, as a model of its own.
-        self.encoder = keras.Model(caption_model.input["image"], encoded, name="caption_encoder")
+        self.encoder = keras.Model(source_input(caption_model), encoded, name="caption_encoder")
 
     def encode(self, images):
         """``(state, memory)``: the LSTM's initial state, and what attention reads (or None)."""

@@ -54,10 +54,7 @@ def build_dual_encoder(vocabulary: list[str], max_text_length: int, image_size: 
     unit vector. Text tower: the shared text encoder, its last state to a unit vector.
     """
     image = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
-    feature_map = build_image_encoder(image_size, feature_dim=units, coordinates=True)(image)
-    image_vector = layers.Dense(units, activation="relu", name="image_hidden")(layers.Flatten()(feature_map))
-    image_vector = layers.Dense(embedding_dim, name="image_projection")(image_vector)
-    image_tower = keras.Model(image, layers.UnitNormalization()(image_vector), name="image_tower")
+    image_tower = build_image_tower(image_size, embedding_dim, units)
 
     text = keras.Input((max_text_length,), dtype="int32", name="text")
     _, text_vector = encode_text(text, vocabulary, units, units)
@@ -66,6 +63,17 @@ def build_dual_encoder(vocabulary: list[str], max_text_length: int, image_size: 
 
     logits = ContrastiveLogits(name="contrastive_logits")([image_tower(image), text_tower(text)])
     return keras.Model({"image": image, "text": text}, logits, name="dual_encoder"), image_tower, text_tower
+
+
+def build_image_tower(image_size: int = 64, embedding_dim: int = 64, units: int = 128) -> keras.Model:
+    """uint8 images to unit vectors: the captioner's CNN encoder (with each position's x and
+    y), flattened (where things are matters), a hidden layer and a projection. The image
+    half of every dual encoder (text here, speech in :mod:`mmkeras.speech.retrieval`)."""
+    image = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
+    feature_map = build_image_encoder(image_size, feature_dim=units, coordinates=True)(image)
+    image_vector = layers.Dense(units, activation="relu", name="image_hidden")(layers.Flatten()(feature_map))
+    image_vector = layers.Dense(embedding_dim, name="image_projection")(image_vector)
+    return keras.Model(image, layers.UnitNormalization()(image_vector), name="image_tower")
 
 
 def retrieval_dataset(split: CaptionSplit, vectorizer, image_size: int, batch_size: int,
