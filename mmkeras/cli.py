@@ -125,7 +125,7 @@ def cmd_evaluate(args) -> int:
         metrics = _evaluate_classifier(model, args)
     elif model.name == "speech_image_encoder":
         metrics = _evaluate_speech_to_image(model, args)
-    elif "audio" in model.input:
+    elif isinstance(model.input, dict) and "audio" in model.input:
         metrics = _evaluate_speech_to_text(model, args)
     else:
         metrics = _evaluate_captions(model, args)
@@ -238,7 +238,7 @@ def cmd_caption(args) -> int:
         if problem:
             raise UserError(f"{image}: {problem}; expected an image file "
                             f"({', '.join(sorted(DECODABLE_FORMATS))})")
-    caption_model = load_model(args.model)
+    caption_model = _image_captioner(load_model(args.model), args.model)
     image_size = caption_model.input["image"].shape[1]
     rerank = _reranker(args, image_size)
     images = np.stack([decode_image(tf.io.read_file(image), image_size).numpy()
@@ -249,10 +249,19 @@ def cmd_caption(args) -> int:
     return 0
 
 
+def _image_captioner(model, path):
+    """``model`` if it captions images; a one-line refusal for any other model."""
+    if not isinstance(model.input, dict) or "image" not in model.input or "caption_in" not in model.input:
+        what = "transcribes speech" if isinstance(model.input, dict) and "audio" in model.input else \
+            f"is the model {model.name!r}"
+        raise UserError(f"{path}: this model {what}; expected a caption model (python -m mmkeras train)")
+    return model
+
+
 def cmd_export(args) -> int:
     from mmkeras.caption.export import export_saved_model, export_tflite
     from mmkeras.runs import load_model
-    caption_model = load_model(args.model)
+    caption_model = _image_captioner(load_model(args.model), args.model)
     out = export_saved_model(caption_model, args.out)
     print(f"wrote {out}: a SavedModel; its `serve` signature takes encoded image bytes and "
           "returns captions, with no need of mmkeras")

@@ -28,7 +28,7 @@ from mmkeras.config import SMOKE_EPOCHS
 from mmkeras.errors import UserError
 
 # Imported for what importing them does: register every layer a saved model may hold.
-from mmkeras.nn import image_encoders, layers, losses  # noqa: F401
+from mmkeras.nn import audio, image_encoders, layers, losses  # noqa: F401
 
 HISTORY = "history.csv"
 LOCK = ".lock"

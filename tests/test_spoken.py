@@ -133,3 +133,15 @@ def test_the_command_writes_the_folder_and_refuses_bad_input_with_exit_2(shapes_
     assert "--shapes" in capsys.readouterr().err
     assert main(["data", "spoken", "--out", str(tmp_path / "x"), "--shapes", str(shapes_dir),
                  "--clips-per-image", "6"]) == 2
+
+
+def test_a_clip_is_drawn_as_the_spec_says(spoken_dir):
+    # docs/spoken-shapes.md, "Determinism": the image's own generator, caption indices first,
+    # then the first chosen caption's accent, variant, speed, pitch and SNR.
+    rng = np.random.default_rng([0, 0, 0])  # seed 0, train, image 0
+    k = sorted(int(i) for i in rng.choice(5, size=2, replace=False))[0]
+    expected = [f"train_00000_{k}.wav", "train", "train_00000.png", str(k),
+                f"{rng.choice(spoken.ACCENTS)}+{rng.choice(spoken.VARIANTS['train'])}",
+                str(rng.integers(150, 231)), str(rng.integers(30, 71)), str(round(float(rng.uniform(15, 30)), 1))]
+    first = (spoken_dir / "clips.tsv").read_text().splitlines()[1].split("\t")
+    assert first[:8] == expected

@@ -77,7 +77,8 @@ def _first_existing(root: Path, names: tuple[str, ...], what: str) -> Path:
     raise UserError(f"{root}: no {what} found; expected one of {', '.join(names)}")
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
+    """A text file's UTF-8 contents; a file that is not (or cannot be read) is refused by name."""
     try:
         return path.read_bytes().decode("utf-8-sig")  # -sig: a byte-order mark is not text
     except UnicodeDecodeError as error:
@@ -87,7 +88,7 @@ def _read_text(path: Path) -> str:
 
 
 def _read_lines(path: Path) -> list[str]:
-    return _read_text(path).splitlines()
+    return read_text(path).splitlines()
 
 
 def image_problem(path: Path) -> str | None:
@@ -263,7 +264,7 @@ def _read_karpathy_split(path: Path, skips: _Skips):
     His "restval" images join train, as in the papers that use his split.
     """
     try:
-        images = json.loads(_read_text(path))["images"]
+        images = json.loads(read_text(path))["images"]
         captions_by_image: dict[str, list[str]] = {}
         seen: set[tuple[str, str]] = set()
         names: dict[str, list[str]] = {"train": [], "val": [], "test": []}

@@ -24,11 +24,11 @@ from tqdm.auto import tqdm
 
 from mmkeras.atomic import partial_path, replace_folder, write_json, write_text
 from mmkeras.data import espeak
-from mmkeras.data.folder import SPLITS, SkippedDataWarning, load_captions
+from mmkeras.data.folder import SPLITS, SkippedDataWarning, load_captions, read_text
 from mmkeras.errors import UserError
 
 # 8 kHz, 8-bit: the telephone band, which holds what tells the 20 words apart; every image of
-# the default Shapes Captions spoken once in about 190 MB (16 kHz, 16-bit: 750 MB).
+# the default Shapes Captions spoken once in 216 MB (16 kHz, 16-bit: four times that).
 SAMPLE_RATE = 8000
 ACCENTS = ("en-us", "en-us-nyc", "en", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan",
            "en-gb-x-gbcwmd", "en-029")
@@ -79,7 +79,7 @@ def generate(out_dir: str | Path, shapes_dir: str | Path, config: SpokenConfig =
     shapes_dir, out_dir = Path(shapes_dir), Path(out_dir)
     if not 1 <= config.clips_per_image <= 5:
         raise UserError(f"--clips-per-image must be 1 to 5, got {config.clips_per_image}")
-    if shapes_dir.resolve() == out_dir.resolve():
+    if out_dir.exists() and shapes_dir.resolve() == out_dir.resolve():
         raise UserError(f"{out_dir}: the spoken folder must not be the Shapes Captions folder it copies")
     splits = load_captions(shapes_dir)
     espeak.synthesise("a")  # no engine or no voice data: a clear message before any work
@@ -234,12 +234,12 @@ def load_spoken(data_dir: str | Path, splits=SPLITS) -> dict[str, SpokenSplit]:
                         "(python -m mmkeras data spoken --out DIR)")
     speakers = {}
     if speaker_list.exists():
-        for line in speaker_list.read_text(encoding="utf-8").splitlines():
+        for line in read_text(speaker_list).splitlines():
             if line.strip():
                 wav_name, _, speaker = line.partition(" ")
                 speakers[wav_name] = speaker.strip()
     clips_of_image: dict[str, list[tuple[str, int]]] = {}
-    for number, line in enumerate(clip_list.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(clip_list).splitlines(), 1):
         if not line.strip():
             continue
         fields = line.split()

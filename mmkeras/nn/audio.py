@@ -68,16 +68,24 @@ class SpecAugment(layers.Layer):
                 "time_width": self.time_width, "seed": self.seed}
 
 
-def build_audio_encoder(max_samples: int, sample_rate: int = 8000, filters=(32, 64, 96),
+def build_audio_encoder(max_samples: int, sample_rate: int = 8000, filters=(16, 32, 64),
                         feature_dim: int | None = 128, augment: bool = True) -> keras.Model:
     """``(max_samples,)`` float waveforms in -1..1 (zero-padded) to a
-    ``(frames / 2 ** len(filters), 1, feature_dim)`` feature map."""
+    ``(frames / 2 ** len(filters), 1, feature_dim)`` feature map.
+
+    ``filters``: the channels of each convolution stage. 16, 32, 64 train a recogniser at
+    311 ms a step on 4.5 s clips (batches of 64, 2-core Intel Xeon), 32, 64, 96 at 679.
+    """
     audio = keras.Input((max_samples,), name="audio")
     window, stride = round(WINDOW_SECONDS * sample_rate), round(STRIDE_SECONDS * sample_rate)
     mel = layers.MelSpectrogram(fft_length=1 << (window - 1).bit_length(), sequence_length=window,
                                 sequence_stride=stride, sampling_rate=sample_rate,
                                 num_mel_bins=MEL_BANDS, min_freq=20.0, max_freq=sample_rate / 2,
-                                name="log_mel")(audio)
+                                # Not Keras' floor of 80 dB under the loudest frame of the
+                                # *batch*, which changes a clip's features with the clips
+                                # beside it: 1000 dB never binds (None is not accepted), and
+                                # min_power's fixed -100 dB floor does the work.
+                                top_db=1000.0, name="log_mel")(audio)
     x = layers.Permute((2, 1), name="frames_first")(mel)  # (frames, bands)
     # Decibels to about unit scale, band by band, from the training data's statistics. Every
     # batch normalisation here averages its statistics with momentum 0.9, not Keras' 0.99:

@@ -111,6 +111,7 @@ def train_speech_to_image(config: SpeechToImageConfig, verbose: int | str = "aut
     model, history and metrics."""
     data_dir, splits = load_spoken_dataset(config.data, smoke=config.smoke, seed=config.seed,
                                            progress=progress)
+    scenes_of(images_of(splits["test"]))  # scored by the scenes: refused before any training
     with runs.start(config.out, config.seed) as out:
         runs.forget_history(out)
         epochs = runs.epochs_for(config)
