@@ -51,6 +51,18 @@ def test_a_clip_is_heard_the_same_whatever_clips_share_its_batch():
                                np.asarray(encoder(clip))[0], atol=1e-4)
 
 
+def test_a_louder_or_longer_padded_clip_gives_the_same_features():
+    encoder = build_audio_encoder(12000, filters=(8, 16), feature_dim=12)
+    clip = np.zeros((1, 12000), "float32")
+    clip[:, :6000] = np.random.default_rng(0).normal(0, 0.1, 6000) * np.hanning(6000)
+    features = np.asarray(encoder.get_layer("utterance_mean_norm")(
+        encoder.get_layer("frames_first")(encoder.get_layer("log_mel")(clip))))
+    louder = np.asarray(encoder.get_layer("utterance_mean_norm")(
+        encoder.get_layer("frames_first")(encoder.get_layer("log_mel")(clip * 3))))
+    np.testing.assert_allclose(louder, features, atol=1e-3)  # a gain: the same in every band
+    assert np.all(features[0, 80:] == 0)  # the padding: neither in the mean nor left in
+
+
 def test_a_recogniser_hears_which_caption_was_said_in_clips_it_never_heard():
     texts = ["a red circle above a blue square", "a green triangle below a yellow circle"]
     rng = np.random.default_rng(0)

@@ -28,7 +28,7 @@ from mmkeras.data.folder import SPLITS, SkippedDataWarning, load_captions, read_
 from mmkeras.errors import UserError
 
 # 8 kHz, 8-bit: the telephone band, which holds what tells the 20 words apart; every image of
-# the default Shapes Captions spoken once in 216 MB (16 kHz, 16-bit: four times that).
+# the default Shapes Captions spoken once in 205 MB (16 kHz, 16-bit: four times that).
 SAMPLE_RATE = 8000
 ACCENTS = ("en-us", "en-us-nyc", "en", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan",
            "en-gb-x-gbcwmd", "en-029")
