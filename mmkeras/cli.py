@@ -20,6 +20,7 @@ from mmkeras.config import (
     FUSIONS,
     GENERATORS,
     TASKS,
+    AutoencoderConfig,
     RetrievalConfig,
     SpeechToImageConfig,
     SpeechToTextConfig,
@@ -116,7 +117,11 @@ def cmd_evaluate(args) -> int:
     if args.out and Path(args.out).is_dir():  # found now, not after the whole evaluation
         raise UserError(f"--out {args.out}: is a folder; expected the name of a JSON file to write")
     model = load_model(args.model)
-    if (args.rerank or args.samples) and (model.name == "dual_encoder" or model.name.startswith("fused_classifier")):
+    if args.captioner and model.name != "trimodal_autoencoder":
+        raise UserError(f"--captioner reads the pictures a tri-modal autoencoder draws; {args.model} "
+                        f"is the model {model.name!r}")
+    if (args.rerank or args.samples) and (model.name in ("dual_encoder", "trimodal_autoencoder")
+                                          or model.name.startswith("fused_classifier")):
         raise UserError(f"--rerank and --samples choose among a captioner's captions; {args.model} "
                         f"is the model {model.name!r}")
     if model.name == "dual_encoder":
@@ -125,6 +130,8 @@ def cmd_evaluate(args) -> int:
         metrics = _evaluate_classifier(model, args)
     elif model.name == "speech_image_encoder":
         metrics = _evaluate_speech_to_image(model, args)
+    elif model.name == "trimodal_autoencoder":
+        metrics = _evaluate_autoencoder(model, args)
     elif isinstance(model.input, dict) and "audio" in model.input:
         metrics = _evaluate_speech_to_text(model, args)
     else:
@@ -175,6 +182,20 @@ def _evaluate_speech_to_image(model, args) -> dict:
     split = load_spoken_dataset(args.data, splits=(args.split,))[1][args.split]
     metrics = evaluate_speech_retrieval(model, split)
     print(_speech_retrieval_scores(metrics))
+    return metrics
+
+
+def _evaluate_autoencoder(autoencoder, args) -> dict:
+    """A tri-modal autoencoder's reconstructions and probes on a Spoken Shapes folder (the
+    probes learn from its training split), and with ``--captioner`` its pictures from speech
+    read back."""
+    from mmkeras.data.catalog import load_spoken_dataset
+    from mmkeras.runs import load_model
+    from mmkeras.speech.autoencoder import evaluate_autoencoder
+    captioner = _image_captioner(load_model(args.captioner), args.captioner) if args.captioner else None
+    splits = load_spoken_dataset(args.data, splits=tuple(dict.fromkeys(("train", args.split))))[1]
+    metrics = evaluate_autoencoder(autoencoder, splits["train"], splits[args.split], captioner)
+    print(_autoencoder_scores(metrics))
     return metrics
 
 
@@ -319,37 +340,60 @@ def _recalls(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _train_and_report(train, config, scores) -> int:
+    """Run ``train(config)``, then say what it wrote and print ``scores(metrics)``. Keras'
+    live progress bar is for terminals; logs and CI get one line per epoch."""
+    verbose = "auto" if sys.stdout.isatty() else 2
+    metrics = train(config, verbose=verbose, progress=sys.stdout.isatty())
+    print(f"wrote {Path(config.out) / 'model.keras'}, config.json, history.csv, metrics.json")
+    print(scores(metrics))
+    return 0
+
+
 def cmd_text2image(args) -> int:
     from mmkeras.generation.train import train_text_to_image
     config = TextToImageConfig(kind=args.kind, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
                                seed=args.seed, smoke=args.smoke, out=args.out)
-    verbose = "auto" if sys.stdout.isatty() else 2
-    metrics = train_text_to_image(config, verbose=verbose, progress=sys.stdout.isatty())
-    print(f"wrote {Path(config.out) / 'model.keras'}, config.json, history.csv, metrics.json")
-    print(_generation_scores(metrics))
-    return 0
+    return _train_and_report(train_text_to_image, config, _generation_scores)
 
 
 def cmd_speech2text(args) -> int:
     from mmkeras.speech.recognition import train_speech_to_text
     config = SpeechToTextConfig(data=args.data, decoder=args.decoder, epochs=args.epochs,
                                 batch_size=args.batch_size, seed=args.seed, smoke=args.smoke, out=args.out)
-    verbose = "auto" if sys.stdout.isatty() else 2
-    metrics = train_speech_to_text(config, verbose=verbose, progress=sys.stdout.isatty())
-    print(f"wrote {Path(config.out) / 'model.keras'}, config.json, history.csv, metrics.json")
-    print(_speech_scores(metrics))
-    return 0
+    return _train_and_report(train_speech_to_text, config, _speech_scores)
 
 
 def cmd_speech2image(args) -> int:
     from mmkeras.speech.retrieval import train_speech_to_image
     config = SpeechToImageConfig(data=args.data, epochs=args.epochs, batch_size=args.batch_size,
                                  seed=args.seed, smoke=args.smoke, out=args.out)
-    verbose = "auto" if sys.stdout.isatty() else 2
-    metrics = train_speech_to_image(config, verbose=verbose, progress=sys.stdout.isatty())
-    print(f"wrote {Path(config.out) / 'model.keras'}, config.json, history.csv, metrics.json")
-    print(_speech_retrieval_scores(metrics))
-    return 0
+    return _train_and_report(train_speech_to_image, config, _speech_retrieval_scores)
+
+
+def cmd_autoencoder(args) -> int:
+    from mmkeras.speech.autoencoder import train_autoencoder
+    config = AutoencoderConfig(data=args.data, epochs=args.epochs, batch_size=args.batch_size,
+                               captioner=args.captioner, seed=args.seed, smoke=args.smoke, out=args.out)
+    return _train_and_report(train_autoencoder, config, _autoencoder_scores)
+
+
+def _autoencoder_scores(metrics: dict) -> str:
+    """Each modality's error from each subset, the probes, and the pictures from speech."""
+    lines = [f"{metrics['n_clips']} test clips; made back from each subset of inputs: picture (mean "
+             "absolute error), caption (word error rate), speech (mean absolute error, 20 dB)"]
+    for subset, errors in metrics["reconstruction"].items():
+        lines.append(f"  {subset:<21} " + "  ".join(f"{errors[m]:.3f}" for m in ("image", "caption", "speech")))
+    for subset, accuracies in metrics["linear_probe"].items():
+        lines.append(f"linear probe of the code from {subset}: "
+                     + ", ".join(f"{a} {v:.3f}" for a, v in accuracies.items() if v is not None))
+    if "speech_to_image" in metrics:
+        drawn = metrics["speech_to_image"]
+        lines.append("pictures drawn from speech alone, read back by the captioner: drawn (real, shuffled)")
+        for key in ("colour", "shape", "size", "relation", "scene"):
+            lines.append(f"  {key:<9} {drawn['round_trip'][key]:.3f}  ({drawn['round_trip_real'][key]:.3f}, "
+                         f"{drawn['round_trip_shuffled'][key]:.3f})")
+    return "\n".join(lines)
 
 
 def _speech_retrieval_scores(metrics: dict) -> str:
@@ -447,6 +491,19 @@ def _add_rerank_arguments(command) -> None:
                               "temperature 2 as candidates (default 0)")
 
 
+SPOKEN_DATA_HELP = "'spoken' (Spoken Shapes, made on first use) or a Spoken Shapes folder"
+
+
+def _add_run_arguments(command, config_class, data_help: str = SPOKEN_DATA_HELP) -> None:
+    """The flags a training run shares with the others, with its config's defaults."""
+    command.add_argument("--data", default=config_class.data, help=data_help)
+    command.add_argument("--epochs", type=_positive, default=config_class.epochs)
+    command.add_argument("--batch-size", type=_positive, default=config_class.batch_size)
+    command.add_argument("--seed", type=int, default=0)
+    command.add_argument("--out", default=config_class.out, help="folder for the model and its records")
+    command.add_argument("--smoke", action="store_true", help="tiny data and 2 epochs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mmkeras", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -518,12 +575,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="score a saved model on a data split")
     evaluate.add_argument("--model", required=True,
-                          help="a model.keras written by train, vqa, match or retrieval")
+                          help="a model.keras written by train, vqa, match, retrieval, speech2text, "
+                               "speech2image or autoencoder")
     evaluate.add_argument("--data", required=True,
                           help="'shapes', 'flickr8k', 'coco' or a folder in the Flickr8k layout")
     evaluate.add_argument("--split", choices=SPLITS, default="test")
     evaluate.add_argument("--beam", type=_positive, default=1, help="beam width (1: greedy)")
     _add_rerank_arguments(evaluate)
+    evaluate.add_argument("--captioner", metavar="CAPTION_MODEL",
+                          help="autoencoder only: a model written by train, to read back the pictures "
+                               "drawn from speech")
     evaluate.add_argument("--out", help="also write the metrics to this JSON file")
     evaluate.set_defaults(run=cmd_evaluate)
 
@@ -575,37 +636,28 @@ def build_parser() -> argparse.ArgumentParser:
     text2image = commands.add_parser("text2image", help="train and score an image generator "
                                                         "that draws captions")
     text2image.add_argument("--kind", choices=GENERATORS, default=TextToImageConfig.kind)
-    text2image.add_argument("--data", default="shapes", help="'shapes' or a Shapes Captions folder "
-                                                             "(the images are judged by reading their scenes back)")
-    text2image.add_argument("--epochs", type=_positive, default=TextToImageConfig.epochs)
-    text2image.add_argument("--batch-size", type=_positive, default=TextToImageConfig.batch_size)
-    text2image.add_argument("--seed", type=int, default=0)
-    text2image.add_argument("--out", default=TextToImageConfig.out, help="folder for the model and its records")
-    text2image.add_argument("--smoke", action="store_true", help="tiny data and 2 epochs")
+    _add_run_arguments(text2image, TextToImageConfig, "'shapes' or a Shapes Captions folder (the images "
+                                                      "are judged by reading their scenes back)")
     text2image.set_defaults(run=cmd_text2image)
 
     speech2text = commands.add_parser("speech2text", help="train and score a speech recogniser on "
                                                           "spoken captions")
-    speech2text.add_argument("--data", default="spoken", help="'spoken' (Spoken Shapes, made on first use) "
-                                                              "or a Spoken Shapes folder")
     speech2text.add_argument("--decoder", choices=("attention", "init"), default=SpeechToTextConfig.decoder)
-    speech2text.add_argument("--epochs", type=_positive, default=SpeechToTextConfig.epochs)
-    speech2text.add_argument("--batch-size", type=_positive, default=SpeechToTextConfig.batch_size)
-    speech2text.add_argument("--seed", type=int, default=0)
-    speech2text.add_argument("--out", default=SpeechToTextConfig.out, help="folder for the model and its records")
-    speech2text.add_argument("--smoke", action="store_true", help="tiny data and 2 epochs")
+    _add_run_arguments(speech2text, SpeechToTextConfig)
     speech2text.set_defaults(run=cmd_speech2text)
 
     speech2image = commands.add_parser("speech2image", help="train and score a dual encoder of spoken "
                                                             "captions and images")
-    speech2image.add_argument("--data", default="spoken", help="'spoken' (Spoken Shapes, made on first "
-                                                               "use) or a Spoken Shapes folder")
-    speech2image.add_argument("--epochs", type=_positive, default=SpeechToImageConfig.epochs)
-    speech2image.add_argument("--batch-size", type=_positive, default=SpeechToImageConfig.batch_size)
-    speech2image.add_argument("--seed", type=int, default=0)
-    speech2image.add_argument("--out", default=SpeechToImageConfig.out, help="folder for the model and its records")
-    speech2image.add_argument("--smoke", action="store_true", help="tiny data and 2 epochs")
+    _add_run_arguments(speech2image, SpeechToImageConfig)
     speech2image.set_defaults(run=cmd_speech2image)
+
+    autoencoder = commands.add_parser("autoencoder", help="train and score a tri-modal autoencoder of "
+                                                          "pictures, captions and speech")
+    autoencoder.add_argument("--captioner", metavar="CAPTION_MODEL",
+                             help="a model written by train, to read back the pictures drawn from speech "
+                                  "(default: one trained with its defaults into OUT/judges, once)")
+    _add_run_arguments(autoencoder, AutoencoderConfig)
+    autoencoder.set_defaults(run=cmd_autoencoder)
 
     generate = commands.add_parser("generate", help="draw images for captions with a text2image model")
     generate.add_argument("--model", required=True, help="a model.keras written by text2image")

@@ -148,6 +148,24 @@ class SpeechToImageConfig:
 
 
 @dataclass
+class AutoencoderConfig:
+    """Every setting of a tri-modal autoencoder run; saved in ``config.json`` beside the model."""
+
+    data: str = "spoken"
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    image_size: int = 32  # the pictures it reads and draws (the captioner reads them upsampled)
+    code_dim: int = 128
+    embedding_dim: int = 64
+    units: int = 128
+    captioner: str | None = None  # reads the pictures drawn from speech; None: one trained into out/judges
+    seed: int = 0
+    smoke: bool = False
+    out: str = "runs/autoencoder"
+
+
+@dataclass
 class TextToImageConfig:
     """Every setting of a text-to-image run; saved in ``config.json`` beside the model."""
 

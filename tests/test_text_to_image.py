@@ -92,15 +92,14 @@ def test_diversity_is_the_mean_distance_between_draws_of_one_prompt():
 
 
 def test_judges_of_the_compositional_split_learn_from_its_twin_with_every_pair(tmp_path, monkeypatch):
-    from mmkeras.generation import train as text_to_image
     sizes = {"num_train": 6, "num_val": 2, "num_test": 2}
     cogent = shapes.generate(tmp_path / "cogent", ShapesConfig(**sizes, cogent=True), progress=False)
     monkeypatch.setenv("MMKERAS_DATA", str(tmp_path / "data"))
     trained_on = []
-    monkeypatch.setattr(text_to_image, "train_captioner", lambda config, **_: trained_on.append(config.data))
-    monkeypatch.setattr(text_to_image, "train_retrieval", lambda config, **_: trained_on.append(config.data))
-    monkeypatch.setattr(text_to_image.runs, "load_model", lambda path: path)
-    text_to_image._judges(TextToImageConfig(), str(cogent), tmp_path / "judges", verbose=0, progress=False)
+    monkeypatch.setattr(judges, "train_captioner", lambda config, **_: trained_on.append(config.data))
+    monkeypatch.setattr(judges, "train_retrieval", lambda config, **_: trained_on.append(config.data))
+    monkeypatch.setattr(judges.runs, "load_model", lambda path: path)
+    judges.trained_judges(str(cogent), tmp_path / "judges", verbose=0, progress=False)
     assert len(trained_on) == 2
     assert {shapes.config_of(data) for data in trained_on} == {ShapesConfig(**sizes, cogent=False)}
 

@@ -11,15 +11,61 @@ place of InceptionV3, which would need a download). Introduced in ``06_text_to_i
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from mmkeras import runs
 from mmkeras.caption.decoding import CaptionDecoder
-from mmkeras.data.shapes import INVERSE_RELATION, Scene, parse_scene, read_caption
-from mmkeras.tasks.retrieval import caption_ids, towers_of
+from mmkeras.caption.train import train as train_captioner
+from mmkeras.config import RetrievalConfig, TrainConfig
+from mmkeras.data.catalog import shapes_data
+from mmkeras.data.shapes import INVERSE_RELATION, Scene, config_of, parse_scene, read_caption
+from mmkeras.tasks.retrieval import caption_ids, towers_of, train_retrieval
 
 ATTRIBUTES = ("colour", "shape", "size")
+JUDGES = ("captioner", "dual_encoder")
+
+
+def trained_judges(data: str, folder: Path, smoke: bool = False, seed: int = 0, verbose: int | str = "auto",
+                   progress: bool = True, names: tuple[str, ...] = JUDGES) -> tuple[keras.Model, ...]:
+    """The judges ``names`` (the captioner, the dual encoder), trained with their defaults on
+    ``data`` into ``folder/NAME`` unless it holds ones trained so already (a judge of other
+    data, or of a smoke run, is trained again).
+
+    On the compositional split the judges learn from its twin with every pair (the same
+    sizes and seed): judges that never saw a red square could not tell one when it is drawn
+    (05_transformers.ipynb: no captioner trained on that split names one)."""
+    drawn_with = config_of(data)
+    if drawn_with is not None and drawn_with.cogent:
+        data = str(shapes_data(dataclasses.replace(drawn_with, cogent=False), progress))
+        print(f"the judges learn from {data}, which shows the pairs the generator's training held out")
+    configs = {"captioner": TrainConfig(data=data, out=str(Path(folder) / "captioner"), smoke=smoke, seed=seed),
+               "dual_encoder": RetrievalConfig(data=data, out=str(Path(folder) / "dual_encoder"),
+                                               smoke=smoke, seed=seed)}
+    models = []
+    for name in names:
+        out = Path(configs[name].out)
+        if _recorded_config(out) != dataclasses.asdict(configs[name]):
+            print(f"training the {name.replace('_', ' ')} that judges the images into {out}")
+            shutil.rmtree(out, ignore_errors=True)
+            train = train_captioner if name == "captioner" else train_retrieval
+            train(configs[name], verbose=verbose, progress=progress)
+        models.append(runs.load_model(out / "model.keras"))
+    return tuple(models)
+
+
+def _recorded_config(out: Path) -> dict | None:
+    """The settings a finished run in ``out`` recorded (``config.json``), or None."""
+    try:
+        return json.loads((out / "config.json").read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _resized(images: np.ndarray, image_size: int) -> np.ndarray:

@@ -9,31 +9,26 @@ other scenes' captions (the floor). Introduced in ``06_text_to_image.ipynb``.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import shutil
 import statistics
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 
 from mmkeras import runs
 from mmkeras.caption.metrics import held_out_metrics
-from mmkeras.caption.train import train as train_captioner
-from mmkeras.config import RetrievalConfig, TextToImageConfig, TrainConfig
-from mmkeras.data.catalog import load_dataset, shapes_data
+from mmkeras.config import TextToImageConfig
+from mmkeras.data.catalog import load_dataset
 from mmkeras.data.images import evaluation_images
-from mmkeras.data.shapes import captions_for, config_of, redraw_scene, scenes_of
+from mmkeras.data.shapes import captions_for, redraw_scene, scenes_of
 from mmkeras.data.text import MAX_CAPTION_WORDS, build_vectorizer, caption_lengths, vectorizer_vocabulary
 from mmkeras.errors import UserError
 from mmkeras.generation import judges
 from mmkeras.generation.diffusion import DiffusionTrainer, ImageGenerator, empty_caption_ids
 from mmkeras.generation.vae import VAEGenerator, VAETrainer, build_vae
 from mmkeras.nn.unet import build_denoiser
-from mmkeras.tasks.retrieval import retrieval_dataset, train_retrieval
+from mmkeras.tasks.retrieval import retrieval_dataset
 
 # Test scenes drawn for and judged: all 1,000 of the default test split.
 MAX_PROMPTS = 1000
@@ -56,7 +51,8 @@ def train_text_to_image(config: TextToImageConfig, verbose: int | str = "auto", 
     scenes_of(splits["test"])  # judged by reading the scenes back: refused before any training
     with runs.start(config.out, config.seed) as out:
         if captioner is None or dual_encoder is None:  # before the generator: a failure costs less
-            captioner, dual_encoder = _judges(config, str(data_dir), out / "judges", verbose, progress)
+            captioner, dual_encoder = judges.trained_judges(str(data_dir), out / "judges", config.smoke,
+                                                            config.seed, verbose, progress)
         runs.forget_history(out)
         epochs = runs.epochs_for(config)
         train_split = splits["train"]
@@ -110,42 +106,6 @@ def generator_for(model: keras.Model):
         return VAEGenerator(model)
     raise UserError(f"expected a model written by text2image (a denoiser or a VAE decoder), "
                     f"found the model {model.name!r}")
-
-
-def _judges(config: TextToImageConfig, data: str, folder: Path, verbose, progress: bool):
-    """The captioner and the dual encoder, trained with their defaults on ``data`` unless
-    ``folder`` holds ones trained so already (a judge of other data, or of a smoke run, is
-    trained again).
-
-    On the compositional split the judges learn from its twin with every pair (the same
-    sizes and seed): judges that never saw a red square could not tell one when it is drawn
-    (05_transformers.ipynb: no captioner trained on that split names one)."""
-    drawn_with = config_of(data)
-    if drawn_with is not None and drawn_with.cogent:
-        data = str(shapes_data(dataclasses.replace(drawn_with, cogent=False), progress))
-        print(f"the judges learn from {data}, which shows the pairs the generator's training held out")
-    judges_config = {"captioner": TrainConfig(data=data, out=str(folder / "captioner"), smoke=config.smoke,
-                                              seed=config.seed),
-                     "dual_encoder": RetrievalConfig(data=data, out=str(folder / "dual_encoder"),
-                                                     smoke=config.smoke, seed=config.seed)}
-    models = []
-    for name, judge_config in judges_config.items():
-        out = Path(judge_config.out)
-        if _recorded_config(out) != dataclasses.asdict(judge_config):
-            print(f"training the {name.replace('_', ' ')} that judges the images into {out}")
-            shutil.rmtree(out, ignore_errors=True)
-            train = train_captioner if name == "captioner" else train_retrieval
-            train(judge_config, verbose=verbose, progress=progress)
-        models.append(runs.load_model(out / "model.keras"))
-    return tuple(models)
-
-
-def _recorded_config(out: Path) -> dict | None:
-    """The settings a finished run in ``out`` recorded (``config.json``), or None."""
-    try:
-        return json.loads((out / "config.json").read_text())["config"]
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def score_generator(generator: ImageGenerator, test_split, captioner: keras.Model,

@@ -90,15 +90,10 @@ class UtteranceMeanNormalization(layers.Layer):
         return (log_mel - mean) * sounding
 
 
-def build_audio_encoder(max_samples: int, sample_rate: int = 8000, filters=(16, 32, 64),
-                        feature_dim: int | None = 128, augment: bool = True) -> keras.Model:
-    """``(max_samples,)`` float waveforms in -1..1 (zero-padded) to a
-    ``(frames / 2 ** len(filters), 1, feature_dim)`` feature map.
-
-    ``filters``: the channels of each convolution stage. 16, 32, 64 train a recogniser at
-    311 ms a step on 4.5 s clips (batches of 64, 2-core Intel Xeon), 32, 64, 96 at 679.
-    """
-    audio = keras.Input((max_samples,), name="audio")
+def log_mel_front_end(audio, sample_rate: int = 8000):
+    """Waveforms ``(batch, samples)`` to ``(batch, frames, bands)`` log-mel spectrograms in
+    decibels, each band's mean over the clip taken out, the padding after a clip 0: the
+    audio encoder's first layers, and what the tri-modal autoencoder makes back."""
     window, stride = round(WINDOW_SECONDS * sample_rate), round(STRIDE_SECONDS * sample_rate)
     mel = layers.MelSpectrogram(fft_length=1 << (window - 1).bit_length(), sequence_length=window,
                                 sequence_stride=stride, sampling_rate=sample_rate,
@@ -108,8 +103,20 @@ def build_audio_encoder(max_samples: int, sample_rate: int = 8000, filters=(16, 
                                 # beside it: 1000 dB never binds (None is not accepted), and
                                 # min_power's fixed -100 dB floor does the work.
                                 top_db=1000.0, name="log_mel")(audio)
-    x = layers.Permute((2, 1), name="frames_first")(mel)  # (frames, bands)
-    x = UtteranceMeanNormalization(name="utterance_mean_norm")(x)
+    frames_first = layers.Permute((2, 1), name="frames_first")(mel)  # (frames, bands)
+    return UtteranceMeanNormalization(name="utterance_mean_norm")(frames_first)
+
+
+def build_audio_encoder(max_samples: int, sample_rate: int = 8000, filters=(16, 32, 64),
+                        feature_dim: int | None = 128, augment: bool = True) -> keras.Model:
+    """``(max_samples,)`` float waveforms in -1..1 (zero-padded) to a
+    ``(frames / 2 ** len(filters), 1, feature_dim)`` feature map.
+
+    ``filters``: the channels of each convolution stage. 16, 32, 64 train a recogniser at
+    311 ms a step on 4.5 s clips (batches of 64, 2-core Intel Xeon), 32, 64, 96 at 679.
+    """
+    audio = keras.Input((max_samples,), name="audio")
+    x = log_mel_front_end(audio, sample_rate)
     # Decibels to about unit scale, band by band, from the training data's statistics. Every
     # batch normalisation here averages its statistics with momentum 0.9, not Keras' 0.99:
     # they settle in tens of steps, so that a short run is not judged on statistics still

@@ -87,6 +87,25 @@ class ContrastiveLogits(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")
+class MeanOfPresent(layers.Layer):
+    """The mean of the vectors of the modalities given: inputs ``[codes (batch, modalities,
+    d), present (batch, modalities)]``, ``present`` 1 for a modality given and 0 for one
+    not; none given gives 0 (what the decoders make knowing nothing).
+
+    A mean, not a sum or a concatenation: one modality alone gives a code of the same scale
+    as all three, so that what the decoders learn from one serves the others."""
+
+    def call(self, inputs):
+        codes, present = inputs
+        present = ops.cast(present, codes.dtype)[:, :, None]
+        return ops.sum(codes * present, axis=1) / ops.maximum(ops.sum(present, axis=1), 1.0)
+
+    def compute_output_shape(self, input_shapes):
+        codes_shape, _ = input_shapes
+        return (codes_shape[0], codes_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
 class CoordinateChannels(layers.Layer):
     """Appends two channels to a ``(batch, rows, cols, channels)`` map: each position's x and
     y, from -1 to 1 (CoordConv, Liu et al., 2018).
