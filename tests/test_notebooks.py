@@ -14,7 +14,7 @@ CAPTION_NOTEBOOKS = NOTEBOOKS[:3]
 def test_the_notebooks_are_there():
     assert [p.name for p in NOTEBOOKS] == [
         "01_preprocessing.ipynb", "02_training.ipynb", "03_evaluation.ipynb",
-        "04_multimodal_tasks.ipynb", "05_transformers.ipynb", "06_text_to_image.ipynb"]
+        "04_multimodal_tasks.ipynb", "05_transformers.ipynb", "06_text_to_image.ipynb", "07_audio.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
