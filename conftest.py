@@ -10,7 +10,6 @@ os.environ.setdefault("MMKERAS_SMOKE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which runs the suite in two processes
 def pytest_xdist_make_scheduler(config, log):
     """xdist's scheduling by module (``--dist loadscope``), with every notebook in one unit: a

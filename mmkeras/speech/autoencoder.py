@@ -57,6 +57,7 @@ from mmkeras.nn.layers import MeanOfPresent
 from mmkeras.nn.losses import masked_loss
 from mmkeras.nn.text_encoder import encode_text
 from mmkeras.speech.retrieval import images_of
+from mmkeras.tasks.retrieval import caption_ids
 
 MODALITIES = ("image", "caption", "speech")
 # Every non-empty subset of the modalities, one alone first. The empty one, "", is scored too:
@@ -237,11 +238,9 @@ class TriModalData:
         self.split = split
         image_size = autoencoder.input["image"].shape[1]
         self.images = images_in_memory(images_of(split), image_size)
-        vocabulary = autoencoder.get_layer("word_embedding").vocabulary
-        self.vectorizer = vectorizer_for(vocabulary, autoencoder.input["caption"].shape[1] - 1)
-        self.vocabulary = vocabulary
-        self.captions, _ = teacher_forcing(self.vectorizer(add_start_end(split.transcripts)))
-        self.captions = self.captions.numpy()
+        self.vocabulary = autoencoder.get_layer("word_embedding").vocabulary
+        vectorizer = vectorizer_for(self.vocabulary, autoencoder.input["caption"].shape[1] - 1)
+        self.captions = caption_ids(split.transcripts, vectorizer).numpy()
         self.audio = read_clips(split.audio_paths, autoencoder.input["speech"].shape[1]) if audio is None else audio
         self.scenes = scenes_of(images_of(split))
 
@@ -270,20 +269,20 @@ def made_from(autoencoder: keras.Model, data: TriModalData, subset: str, batch_s
             "speech": made["speech"], "code": made["code"]}
 
 
-def reconstruction_errors(autoencoder: keras.Model, data: TriModalData) -> dict:
-    """For every subset of inputs (and none), each modality's error made back from it:
-    ``image`` the pictures' mean absolute error (0..1 pixels), ``caption`` the word error rate
-    of the caption written, ``speech`` the spectrogram's mean absolute error (in 20 dB)."""
+def reconstruction_errors(autoencoder: keras.Model, data: TriModalData, made: dict[str, dict]) -> dict:
+    """For every subset of inputs (and none), each modality's error made back from it
+    (``made[subset]``, :func:`made_from`): ``image`` the pictures' mean absolute error (0..1
+    pixels), ``caption`` the word error rate of the caption written, ``speech`` the
+    spectrogram's mean absolute error (in 20 dB)."""
     target = spectrogram_target(autoencoder.input["speech"].shape[1]).predict(
         data.audio.astype(np.float32), batch_size=256, verbose=0)
     references = standardize_list(data.split.transcripts)
     errors = {}
-    for subset in ("", *SUBSETS):
-        made = made_from(autoencoder, data, subset)
+    for subset, outputs in made.items():
         errors[subset or "none"] = {
-            "image": float(np.mean(np.abs(made["image"] / 255.0 - data.images / 255.0))),
-            "caption": float(jiwer.wer(references, [caption or "-" for caption in made["caption"]])),
-            "speech": float(np.mean(np.abs(made["speech"] - target)))}
+            "image": float(np.mean(np.abs(outputs["image"] / 255.0 - data.images / 255.0))),
+            "caption": float(jiwer.wer(references, [caption or "-" for caption in outputs["caption"]])),
+            "speech": float(np.mean(np.abs(outputs["speech"] - target)))}
     return errors
 
 
@@ -311,12 +310,17 @@ def sizes_said(transcript: str, scene: Scene) -> dict[str, bool]:
     return said
 
 
+def with_bias(features: np.ndarray) -> np.ndarray:
+    """``features`` with a column of ones appended: a linear model's bias as one more weight."""
+    return np.hstack([features, np.ones((len(features), 1))])
+
+
 def logistic_regression(features: np.ndarray, labels: np.ndarray, classes: int,
                         l2: float = 1e-3) -> np.ndarray:
     """The weights ``(features + 1, classes)`` of a multinomial logistic regression (the last
     row the bias), fitted by L-BFGS to the mean cross-entropy plus ``l2`` times the squared
     weights: the linear probe, as CLIP's paper fits it (with scikit-learn's L-BFGS)."""
-    inputs = np.hstack([features, np.ones((len(features), 1))])
+    inputs = with_bias(features)
     one_hot = np.eye(classes)[labels]
 
     def loss_and_gradient(flat):
@@ -348,20 +352,21 @@ def linear_probe(train_codes: np.ndarray, train_scenes: list[Scene], test_codes:
         classes = sorted({labels[attribute] for labels in train_labels})
         weights = logistic_regression(train_features, np.array([classes.index(x[attribute]) for x in train_labels]),
                                       len(classes))
-        predicted = np.argmax(np.hstack([test_features, np.ones((len(test_features), 1))]) @ weights, axis=1)
+        predicted = np.argmax(with_bias(test_features) @ weights, axis=1)
         right[attribute] = np.array([classes[p] == x[attribute] for p, x in zip(predicted, test_labels)])
     return right
 
 
-def probe_scores(autoencoder: keras.Model, train: TriModalData, test: TriModalData,
+def probe_scores(autoencoder: keras.Model, train: TriModalData, test: TriModalData, made: dict[str, dict],
                  subsets=("speech", "image", "caption", "image+caption+speech")) -> dict:
-    """The linear probe's test accuracy on the code made from each of ``subsets``, by
-    attribute; for speech alone also ``first_size_said`` and ``second_size_said``, over the
-    clips whose caption says that object's size (one that leaves it out leaves it to chance)."""
+    """The linear probe's test accuracy on the code made from each of ``subsets`` (the test
+    clips' in ``made[subset]``), by attribute; for speech alone also ``first_size_said`` and
+    ``second_size_said``, over the clips whose caption says that object's size (one that
+    leaves it out leaves it to chance)."""
     scores = {}
     for subset in subsets:
         right = linear_probe(made_from(autoencoder, train, subset)["code"], train.scenes,
-                             made_from(autoencoder, test, subset)["code"], test.scenes)
+                             made[subset]["code"], test.scenes)
         scores[subset] = {attribute: float(np.mean(r)) for attribute, r in right.items()}
         if subset == "speech":
             said = [sizes_said(t, s) for t, s in zip(test.split.transcripts, test.scenes)]
@@ -371,12 +376,10 @@ def probe_scores(autoencoder: keras.Model, train: TriModalData, test: TriModalDa
     return scores
 
 
-def pictures_from_speech(autoencoder: keras.Model, test: TriModalData, captioner: keras.Model,
-                         seed: int = 0) -> dict:
-    """Pictures drawn from speech alone, read back by the captioner (:func:`judges.round_trip`),
-    beside the real pictures at the same size (the ceiling) and the drawn ones paired with
-    shuffled scenes (the floor)."""
-    drawn = made_from(autoencoder, test, "speech")["image"]
+def pictures_from_speech(drawn: np.ndarray, test: TriModalData, captioner: keras.Model, seed: int = 0) -> dict:
+    """Pictures drawn from speech alone (``drawn``, one per test clip), read back by the
+    captioner (:func:`judges.round_trip`), beside the real pictures at the same size (the
+    ceiling) and the drawn ones paired with shuffled scenes (the floor)."""
     read_drawn = judges.read_back(drawn, captioner)
     shuffled = np.random.default_rng(seed).permutation(len(test))
     return {"round_trip": judges.round_trip(read_drawn, test.scenes),
@@ -388,10 +391,11 @@ def score_autoencoder(autoencoder: keras.Model, train: TriModalData, test: TriMo
                       captioner: keras.Model | None, seed: int = 0) -> dict:
     """``reconstruction`` (every subset's errors), ``linear_probe`` (by subset and attribute),
     and, with a captioner, ``speech_to_image`` (the round trip)."""
-    metrics = {"reconstruction": reconstruction_errors(autoencoder, test),
-               "linear_probe": probe_scores(autoencoder, train, test), "n_clips": len(test)}
+    made = {subset: made_from(autoencoder, test, subset) for subset in ("", *SUBSETS)}  # each once
+    metrics = {"reconstruction": reconstruction_errors(autoencoder, test, made),
+               "linear_probe": probe_scores(autoencoder, train, test, made), "n_clips": len(test)}
     if captioner is not None:
-        metrics["speech_to_image"] = pictures_from_speech(autoencoder, test, captioner, seed)
+        metrics["speech_to_image"] = pictures_from_speech(made["speech"]["image"], test, captioner, seed)
     return metrics
 
 
