@@ -36,6 +36,8 @@ MAX_PROMPTS = 1000
 # the real images' diversity).
 DIVERSITY_PROMPTS = 50
 DIVERSITY_DRAWS = 8
+# A smoke run's: its 400 extra drawings were most of its time (notebook 06 in CI).
+SMOKE_DIVERSITY_PROMPTS = 4
 
 
 def train_text_to_image(config: TextToImageConfig, verbose: int | str = "auto", progress: bool = True,
@@ -78,7 +80,9 @@ def train_text_to_image(config: TextToImageConfig, verbose: int | str = "auto", 
         runs.save_model(model, out / "model.keras")
         metrics = {"kind": config.kind,
                    **score_generator(generator_for(model), splits["test"], captioner, dual_encoder,
-                                     config.sampling_steps, config.guidance, config.seed),
+                                     config.sampling_steps, config.guidance, config.seed,
+                                     diversity_prompts=SMOKE_DIVERSITY_PROMPTS if config.smoke
+                                     else DIVERSITY_PROMPTS),
                    "parameters": model.count_params(), "seconds_per_epoch": fit_seconds / epochs}
         runs.record(out, config, metrics, epochs_run=epochs)
         return {**metrics, "model": model, "history": history}
@@ -110,7 +114,7 @@ def generator_for(model: keras.Model):
 
 def score_generator(generator: ImageGenerator, test_split, captioner: keras.Model,
                     dual_encoder: keras.Model, steps: int, guidance: float, seed: int = 0,
-                    batch_size: int = 100) -> dict:
+                    batch_size: int = 100, diversity_prompts: int = DIVERSITY_PROMPTS) -> dict:
     """The metrics of ``text2image``: images drawn for the first (whole-scene) caption of
     each test scene, read back by the captioner (``round_trip``), their prompt ranked by the
     dual encoder among 99 others (``r_precision``), how different the images drawn for one
@@ -136,7 +140,7 @@ def score_generator(generator: ImageGenerator, test_split, captioner: keras.Mode
     generated_features = judges.image_features(generated, dual_encoder)
     half = len(real_features) // 2
     text_vectors = judges.text_features(prompts, dual_encoder)
-    diversity, diversity_real = _diversities(generator, scenes[:DIVERSITY_PROMPTS], prompts, dual_encoder,
+    diversity, diversity_real = _diversities(generator, scenes[:diversity_prompts], prompts, dual_encoder,
                                              steps, guidance, seed, batch_size)
     return {
         "round_trip": judges.round_trip(read_generated, scenes),
