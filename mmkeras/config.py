@@ -137,11 +137,12 @@ class SpeechToImageConfig:
     """Every setting of a speech-to-image retrieval run; saved beside its model."""
 
     data: str = "spoken"
-    epochs: int = 15
+    epochs: int = 10
     batch_size: int = 128  # more negatives per batch, as the text-image dual encoder's
     learning_rate: float = 2e-3
     embedding_dim: int = 64
     units: int = 128
+    scene_weight: float = 1.0  # the scene readers' losses beside the contrastive one (0: none)
     seed: int = 0
     smoke: bool = False
     out: str = "runs/speech2image"

@@ -9,7 +9,7 @@ import pytest
 
 from mmkeras.cli import main
 from mmkeras.data.catalog import load_spoken_dataset
-from mmkeras.data.shapes import Scene, SceneObject, captions_for
+from mmkeras.data.shapes import Scene, SceneObject, captions_for, sizes_said
 from mmkeras.nn.layers import MeanOfPresent
 from mmkeras.speech.autoencoder import (
     MODALITIES,
@@ -18,7 +18,6 @@ from mmkeras.speech.autoencoder import (
     linear_probe,
     present_mask,
     probe_labels,
-    sizes_said,
 )
 
 
@@ -80,8 +79,8 @@ def test_the_probe_reads_objects_in_reading_order_whichever_the_caption_names_fi
     assert (above["first_shape"], above["axis"]) == ("circle", "vertical")
     # The five templates: both sizes, both, none, the first-named object's, none.
     said = [sizes_said(caption, scene) for caption in captions_for(scene)]
-    assert [s["second_size"] for s in said] == [True, True, False, True, False]  # the red circle's
-    assert [s["first_size"] for s in said] == [True, True, False, False, False]
+    assert [second for _, second in said] == [True, True, False, True, False]  # the red circle's
+    assert [first for first, _ in said] == [True, True, False, False, False]
 
 
 def test_the_linear_probe_reads_what_the_code_holds_linearly_and_no_more():

@@ -140,6 +140,24 @@ def test_perfect_speech_and_image_vectors_recall_every_clip_both_ways(tmp_path):
     assert shuffled["audio_to_image"]["r1"] == 0.0
 
 
+def test_a_caption_is_asked_only_the_sizes_it_says():
+    from mmkeras.data.shapes import Scene, SceneObject
+    from mmkeras.tasks.examples import said_scene_targets, scene_targets
+    scene = Scene(SceneObject("small", "red", "circle"), SceneObject("large", "blue", "square"), "to the right of")
+    captions = ["a small red circle to the right of a large blue square",
+                "a red circle to the right of a blue square",
+                "a large blue square to the left of a small red circle",
+                "there is a small red circle to the right of a blue square"]
+    said = said_scene_targets(captions, [scene] * 4)
+    seen = np.repeat(scene_targets([scene]), 4, axis=0)
+    # Reading order puts the square (the left object) first: its size is slot 2, the circle's 5.
+    np.testing.assert_array_equal(said[0], seen[0])
+    assert list(said[1][[2, 5]]) == [-1, -1]
+    np.testing.assert_array_equal(said[1][[0, 1, 3, 4, 6]], seen[1][[0, 1, 3, 4, 6]])
+    np.testing.assert_array_equal(said[2], seen[2])
+    assert list(said[3][[2, 5]]) == [-1, seen[3][5]]  # the circle's size said, the square's not
+
+
 def test_speech2image_writes_its_recalls_and_evaluate_scores_it_again(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["speech2image", "--smoke", "--out", str(out)]) == 0

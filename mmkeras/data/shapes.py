@@ -185,6 +185,24 @@ def describes(caption: str, scene: Scene) -> bool:
     return False
 
 
+def reading_order(scene: Scene) -> tuple[SceneObject, SceneObject]:
+    """The scene's objects as a picture is read: the left one (or, one above the other, the
+    upper one) first, whichever a caption names first."""
+    if scene.relation in ("to the right of", "below"):
+        return scene.second, scene.first
+    return scene.first, scene.second
+
+
+def sizes_said(caption: str, scene: Scene) -> tuple[bool, bool]:
+    """Whether a caption of ``scene`` says the size of its first and of its second object in
+    :func:`reading_order` (two of the five templates say no size, one only the first-named
+    object's)."""
+    reading = read_caption(caption)
+    mentions = () if reading is None else (reading.first, reading.second)
+    return tuple(any((m.colour, m.shape) == (obj.colour, obj.shape) and m.size is not None for m in mentions)
+                 for obj in reading_order(scene))
+
+
 def scenes_of(split: CaptionSplit, source: str = "the dataset") -> list[Scene]:
     """Each image's scene, from the first of its captions that states the whole scene."""
     scenes = []

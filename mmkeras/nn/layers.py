@@ -87,6 +87,31 @@ class ContrastiveLogits(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")
+class LearnedQueries(layers.Layer):
+    """``count`` learned vectors of ``dim`` numbers, the same for every example of the input's
+    batch: the queries with which attention pools a sequence of any length into ``count``
+    vectors (the Set Transformer's pooling by multi-head attention, Lee et al., 2019)."""
+
+    def __init__(self, count: int, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.count, self.dim = count, dim
+
+    def build(self, input_shape):
+        self.queries = self.add_weight(name="queries", shape=(self.count, self.dim),
+                                       initializer="glorot_uniform")
+
+    def call(self, sequence):
+        queries = ops.cast(self.queries, sequence.dtype)[None]
+        return ops.broadcast_to(queries, (ops.shape(sequence)[0], self.count, self.dim))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.count, self.dim)
+
+    def get_config(self):
+        return {**super().get_config(), "count": self.count, "dim": self.dim}
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
 class MeanOfPresent(layers.Layer):
     """The mean of the vectors of the modalities given: inputs ``[codes (batch, modalities,
     d), present (batch, modalities)]``, ``present`` 1 for a modality given and 0 for one

@@ -37,7 +37,7 @@ from mmkeras.config import AutoencoderConfig
 from mmkeras.data.catalog import load_spoken_dataset
 from mmkeras.data.images import AUTOTUNE, images_in_memory, split_images
 from mmkeras.data.pairs import teacher_forcing
-from mmkeras.data.shapes import INVERSE_RELATION, Scene, read_caption, scenes_of
+from mmkeras.data.shapes import Scene, reading_order, scenes_of, sizes_said
 from mmkeras.data.spoken import SAMPLE_RATE, SpokenSplit, clip_length_for, read_clips
 from mmkeras.data.text import (
     MAX_CAPTION_WORDS,
@@ -289,25 +289,10 @@ def reconstruction_errors(autoencoder: keras.Model, data: TriModalData, made: di
 def probe_labels(scene: Scene) -> dict[str, str]:
     """The attributes a linear probe reads, in reading order: the left object (or, one above
     the other, the upper one) first; ``axis`` is horizontal or vertical."""
-    first, second, relation = scene.first, scene.second, scene.relation
-    if relation in ("to the right of", "below"):  # the second object leads the reading
-        first, second, relation = second, first, INVERSE_RELATION[relation]
+    first, second = reading_order(scene)
     return {"first_colour": first.colour, "first_shape": first.shape, "first_size": first.size,
             "second_colour": second.colour, "second_shape": second.shape, "second_size": second.size,
-            "axis": "horizontal" if relation == "to the left of" else "vertical"}
-
-
-def sizes_said(transcript: str, scene: Scene) -> dict[str, bool]:
-    """Whether a spoken caption says the size of the first and of the second object in reading
-    order (two of the five templates say no size, one only the first-named object's)."""
-    reading = read_caption(transcript)
-    labels = probe_labels(scene)
-    said = {}
-    for place in ("first", "second"):
-        name = (labels[f"{place}_colour"], labels[f"{place}_shape"])
-        said[f"{place}_size"] = reading is not None and any(
-            (m.colour, m.shape) == name and m.size is not None for m in (reading.first, reading.second))
-    return said
+            "axis": "vertical" if scene.relation in ("above", "below") else "horizontal"}
 
 
 def with_bias(features: np.ndarray) -> np.ndarray:
@@ -370,8 +355,8 @@ def probe_scores(autoencoder: keras.Model, train: TriModalData, test: TriModalDa
         scores[subset] = {attribute: float(np.mean(r)) for attribute, r in right.items()}
         if subset == "speech":
             said = [sizes_said(t, s) for t, s in zip(test.split.transcripts, test.scenes)]
-            for place in ("first_size", "second_size"):
-                chosen = np.array([s[place] for s in said])
+            for place, column in (("first_size", 0), ("second_size", 1)):
+                chosen = np.array([s[column] for s in said])
                 scores[subset][f"{place}_said"] = float(np.mean(right[place][chosen])) if chosen.any() else None
     return scores
 

@@ -26,10 +26,13 @@ from mmkeras.data.images import AUTOTUNE, evaluation_images, split_images
 from mmkeras.data.shapes import scenes_of
 from mmkeras.data.spoken import SAMPLE_RATE, SpokenSplit, clip_length_for, read_clips
 from mmkeras.nn.audio import build_audio_encoder
-from mmkeras.nn.layers import ContrastiveLogits
+from mmkeras.nn.layers import ContrastiveLogits, LearnedQueries
 from mmkeras.nn.losses import SymmetricContrastiveLoss
+from mmkeras.tasks.examples import SCENE_CLASSES, SCENE_SLOTS, said_scene_targets, scene_targets
 from mmkeras.tasks.retrieval import any_match_recall, build_image_tower, describes_matrix, recall_at_k
 
+# The audio tower's attention pooling: vectors it pools a clip's frames into.
+POOLING_QUERIES = 8
 # recall_at_k's and any_match_recall's directions, named for speech.
 DIRECTIONS = {"text_to_image": "audio_to_image", "image_to_text": "image_to_audio"}
 
@@ -45,7 +48,14 @@ def build_speech_image_encoder(max_samples: int, image_size: int = 64, embedding
     frames = layers.Reshape((frames.shape[1], units), name="frame_sequence")(frames)
     # Both directions: "a red circle above a blue square" is not "a blue square above a red
     # circle", and which object comes first is heard only in order.
-    heard = layers.Bidirectional(layers.GRU(units // 2), name="frames_gru")(frames)
+    in_context = layers.Bidirectional(layers.GRU(units // 2, return_sequences=True), name="frames_gru")(frames)
+    # Then attention pools the frames into a few vectors, each free to listen where its word
+    # was said (as the recogniser's attention does), where a GRU's last state must carry
+    # the whole clip to its end.
+    queries = LearnedQueries(POOLING_QUERIES, units, name="pooling_queries")(in_context)
+    pooled = layers.MultiHeadAttention(num_heads=4, key_dim=units // 4, name="attention_pooling")(
+        queries, in_context)
+    heard = layers.Dense(units, activation="relu", name="audio_hidden")(layers.Flatten()(pooled))
     audio_vector = layers.Dense(embedding_dim, name="audio_projection")(heard)
     audio_tower = keras.Model(audio, layers.UnitNormalization()(audio_vector), name="audio_tower")
 
@@ -61,17 +71,51 @@ def images_of(split: SpokenSplit) -> CaptionSplit:
 
 def speech_image_dataset(audio: np.ndarray, split: SpokenSplit, image_size: int, batch_size: int,
                          shuffle: bool = False, seed: int | None = None) -> tf.data.Dataset:
-    """Batches of ``({"image", "audio"}, labels)``: each clip with its image, the label of
-    the ``i``-th pair ``i`` (its column in the batch's logits)."""
+    """Batches of ``({"image", "audio"}, {"logits", "image_scene", "audio_scene"})``: each clip
+    with its image; the label of the ``i``-th pair ``i`` (its column in the batch's logits),
+    and the scene each tower learns to read (the picture's whole scene; what the clip says
+    of it, :func:`mmkeras.tasks.examples.said_scene_targets`)."""
+    scenes = scenes_of(images_of(split))
+    seen, heard = scene_targets(scenes), said_scene_targets(split.transcripts, scenes)
     pairs = tf.data.Dataset.zip(split_images(images_of(split), image_size),
-                                tf.data.Dataset.from_tensor_slices(audio))
+                                tf.data.Dataset.from_tensor_slices((audio, seen, heard)))
     if shuffle:
         pairs = pairs.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
 
-    def to_model_inputs(images, clips):
-        return {"image": images, "audio": tf.cast(clips, tf.float32)}, tf.range(tf.shape(images)[0])
+    def to_model_inputs(images, clips_and_scenes):
+        clips, seen, heard = clips_and_scenes
+        return ({"image": images, "audio": tf.cast(clips, tf.float32)},
+                {"logits": tf.range(tf.shape(images)[0]), "image_scene": seen, "audio_scene": heard})
 
     return pairs.batch(batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+class WithSceneReaders(keras.Model):
+    """Trains a speech-image encoder with a scene reader on each tower, beside the
+    contrastive logits: a hidden layer, then each of :data:`SCENE_SLOTS`' classes, read
+    from the tower's last hidden vector, before the projection (a reader of the unit vectors
+    themselves had learnt next to nothing in two epochs). Only for training; what is saved
+    is the encoder."""
+
+    def __init__(self, encoder: keras.Model, units: int = 128, **kwargs):
+        super().__init__(**kwargs)
+        self.contrastive_logits = encoder.get_layer("contrastive_logits")
+        self.towers = {}
+        for name, hidden in (("image", "image_hidden"), ("audio", "audio_hidden")):
+            tower = encoder.get_layer(f"{name}_tower")
+            self.towers[name] = keras.Model(tower.input, [tower.get_layer(hidden).output, tower.output],
+                                            name=f"{name}_tower_and_hidden")
+        self.scene_readers = {name: keras.Sequential([
+            layers.Dense(units, activation="relu"), layers.Dense(len(SCENE_SLOTS) * SCENE_CLASSES),
+            layers.Reshape((len(SCENE_SLOTS), SCENE_CLASSES))], name=f"{name}_scene_reader")
+            for name in self.towers}
+
+    def call(self, inputs, training=False):
+        outputs, vectors = {}, {}
+        for name, tower in self.towers.items():
+            hidden, vectors[name] = tower(inputs[name], training=training)
+            outputs[f"{name}_scene"] = self.scene_readers[name](hidden, training=training)
+        return {"logits": self.contrastive_logits([vectors["image"], vectors["audio"]]), **outputs}
 
 
 def speech_retrieval_scores(split: SpokenSplit, image_vectors: np.ndarray, audio_vectors: np.ndarray,
@@ -121,12 +165,17 @@ def train_speech_to_image(config: SpeechToImageConfig, verbose: int | str = "aut
         audio = {name: read_clips(split.audio_paths, max_samples) for name, split in splits.items()}
         model, image_tower, audio_tower = build_speech_image_encoder(max_samples, image_size,
                                                                      config.embedding_dim, config.units)
-        model.compile(optimizer=runs.optimizer(config.learning_rate,
-                                               epochs * math.ceil(len(train_split) / config.batch_size)),
-                      loss=SymmetricContrastiveLoss())
+        trainer = WithSceneReaders(model, config.units, name="with_scene_readers")
+        scene_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1)
+        trainer.compile(optimizer=runs.optimizer(config.learning_rate,
+                                                 epochs * math.ceil(len(train_split) / config.batch_size)),
+                        loss={"logits": SymmetricContrastiveLoss(), "image_scene": scene_loss,
+                              "audio_scene": scene_loss},
+                        loss_weights={"logits": 1.0, "image_scene": config.scene_weight,
+                                      "audio_scene": config.scene_weight})
         started = time.perf_counter()
         history = runs.fit(
-            model, speech_image_dataset(audio["train"], train_split, image_size, config.batch_size,
+            trainer, speech_image_dataset(audio["train"], train_split, image_size, config.batch_size,
                                         shuffle=True, seed=config.seed),
             speech_image_dataset(audio["val"], splits["val"], image_size, config.batch_size),
             out, epochs, verbose)

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from mmkeras.data.images import AUTOTUNE
-from mmkeras.data.shapes import COLOURS, SHAPES, SIZES, Scene
+from mmkeras.data.shapes import COLOURS, SHAPES, SIZES, Scene, reading_order, sizes_said
 from mmkeras.data.text import add_start_end
 
 
@@ -56,13 +56,22 @@ def scene_targets(scenes: list[Scene]) -> np.ndarray:
     values = {"colour": list(COLOURS), "shape": list(SHAPES), "size": list(SIZES)}
     rows = []
     for scene in scenes:
-        ahead, behind = scene.objects
-        if scene.relation in ("to the right of", "below"):
-            ahead, behind = behind, ahead
+        ahead, behind = reading_order(scene)
         row = [values[slot].index(getattr(obj, slot))
                for obj in (ahead, behind) for slot in ("colour", "shape", "size")]
         rows.append(row + [int(scene.relation in ("above", "below"))])
     return np.array(rows, dtype=np.int64).reshape(len(scenes), len(SCENE_SLOTS))
+
+
+def said_scene_targets(captions: list[str], scenes: list[Scene]) -> np.ndarray:
+    """``(captions, 7)``: :func:`scene_targets` of each caption's scene as far as the caption
+    says it: -1 (a class no loss counts) for an object's size it leaves out."""
+    targets = scene_targets(scenes)
+    size_slots = [slot for slot, attribute in enumerate(SCENE_SLOTS) if attribute == "size"]
+    for row, (caption, scene) in enumerate(zip(captions, scenes)):
+        said = sizes_said(caption, scene)
+        targets[row, [slot for slot, stated in zip(size_slots, said) if not stated]] = -1
+    return targets
 
 
 def texts_per_image_dataset(images: np.ndarray, examples: Examples, scenes: np.ndarray, vectorizer,
