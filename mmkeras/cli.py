@@ -367,7 +367,8 @@ def cmd_speech2text(args) -> int:
 def cmd_speech2image(args) -> int:
     from mmkeras.speech.retrieval import train_speech_to_image
     config = SpeechToImageConfig(data=args.data, epochs=args.epochs, batch_size=args.batch_size,
-                                 seed=args.seed, smoke=args.smoke, out=args.out)
+                                 audio_encoder_from=args.audio_encoder_from, seed=args.seed,
+                                 smoke=args.smoke, out=args.out)
     return _train_and_report(train_speech_to_image, config, _speech_retrieval_scores)
 
 
@@ -649,6 +650,9 @@ def build_parser() -> argparse.ArgumentParser:
     speech2image = commands.add_parser("speech2image", help="train and score a dual encoder of spoken "
                                                             "captions and images")
     _add_run_arguments(speech2image, SpeechToImageConfig)
+    speech2image.add_argument("--audio-encoder-from", metavar="SPEECH2TEXT_MODEL",
+                              help="start the audio tower from this recogniser's audio encoder "
+                                   "(a model.keras written by speech2text on clips of the same length)")
     speech2image.set_defaults(run=cmd_speech2image)
 
     autoencoder = commands.add_parser("autoencoder", help="train and score a tri-modal autoencoder of "

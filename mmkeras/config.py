@@ -143,6 +143,9 @@ class SpeechToImageConfig:
     embedding_dim: int = 64
     units: int = 128
     scene_weight: float = 1.0  # the scene readers' losses beside the contrastive one (0: none)
+    # A speech2text model whose audio encoder (trained with the words as targets) the audio
+    # tower starts from; None: from scratch.
+    audio_encoder_from: str | None = None
     seed: int = 0
     smoke: bool = False
     out: str = "runs/speech2image"

@@ -158,6 +158,26 @@ def test_a_caption_is_asked_only_the_sizes_it_says():
     assert list(said[3][[2, 5]]) == [-1, seen[3][5]]  # the circle's size said, the square's not
 
 
+def test_the_audio_tower_starts_from_a_recognisers_encoder_of_the_same_clips_only():
+    from mmkeras.errors import UserError
+    from mmkeras.speech.retrieval import build_speech_image_encoder, start_from_recogniser
+
+    def recogniser_of(samples):
+        audio = keras.Input((samples,), name="audio")
+        return keras.Model(audio, build_audio_encoder(samples)(audio), name="recogniser")
+
+    recogniser = recogniser_of(4000)
+    _, _, audio_tower = build_speech_image_encoder(4000, image_size=32)
+    start_from_recogniser(audio_tower, recogniser, "speech2text/model.keras")
+    for copied, source in zip(audio_tower.get_layer("audio_encoder").get_weights(),
+                              recogniser.get_layer("audio_encoder").get_weights()):
+        np.testing.assert_array_equal(copied, source)
+    with pytest.raises(UserError, match="8000 samples.*expected one like the tower's \\(4000 samples"):
+        start_from_recogniser(audio_tower, recogniser_of(8000), "other/model.keras")
+    with pytest.raises(UserError, match="expected a model written by speech2text"):
+        start_from_recogniser(audio_tower, keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]), "m")
+
+
 def test_speech2image_writes_its_recalls_and_evaluate_scores_it_again(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["speech2image", "--smoke", "--out", str(out)]) == 0

@@ -187,7 +187,7 @@ def describes(caption: str, scene: Scene) -> bool:
 
 def reading_order(scene: Scene) -> tuple[SceneObject, SceneObject]:
     """The scene's objects as a picture is read: the left one (or, one above the other, the
-    upper one) first, whichever a caption names first."""
+    upper one) first, whichever of them a caption happens to name first."""
     if scene.relation in ("to the right of", "below"):
         return scene.second, scene.first
     return scene.first, scene.second

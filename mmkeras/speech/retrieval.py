@@ -2,10 +2,17 @@
 
 Notebook 04's dual encoder with the text tower swapped for an audio tower: the audio
 encoder's frames (:func:`mmkeras.nn.audio.build_audio_encoder`) read in both directions by
-a GRU, to a unit vector beside the image's. Trained with the same symmetric contrastive
-loss over the batch, scored by recall at 1, 5 and 10 both ways, against each clip's own
-image and against any image its caption is true of, on clips of voices never heard in
-training. Without text in between: the spoken words and the picture meet in one space.
+a GRU, pooled by attention with learned queries, to a unit vector beside the image's.
+Trained with the same symmetric contrastive loss over the batch, scored by recall at 1, 5
+and 10 both ways, against each clip's own image and against any image its caption is true
+of, on clips of voices never heard in training. Without text in between: the spoken words
+and the picture meet in one space.
+
+The contrastive loss alone teaches it slowly: from "is this clip this picture?" the audio
+tower has to find the words by itself. So, as the VQA model's encoder does, each tower also
+learns in training to read the scene from its last hidden vector (each object's colour,
+shape and size in reading order): the picture shows all of it, the clip what its caption
+says (a size left unsaid is not asked of it).
 """
 
 from __future__ import annotations
@@ -25,13 +32,16 @@ from mmkeras.data.folder import CaptionSplit
 from mmkeras.data.images import AUTOTUNE, evaluation_images, split_images
 from mmkeras.data.shapes import scenes_of
 from mmkeras.data.spoken import SAMPLE_RATE, SpokenSplit, clip_length_for, read_clips
+from mmkeras.errors import UserError
 from mmkeras.nn.audio import build_audio_encoder
 from mmkeras.nn.layers import ContrastiveLogits, LearnedQueries
 from mmkeras.nn.losses import SymmetricContrastiveLoss
 from mmkeras.tasks.examples import SCENE_CLASSES, SCENE_SLOTS, said_scene_targets, scene_targets
 from mmkeras.tasks.retrieval import any_match_recall, build_image_tower, describes_matrix, recall_at_k
 
-# The audio tower's attention pooling: vectors it pools a clip's frames into.
+# The audio tower's attention pooling: the vectors it pools a clip's frames into, about one
+# for each word that tells scenes apart (two colours, two shapes, two sizes, the relation).
+# Not tuned.
 POOLING_QUERIES = 8
 # recall_at_k's and any_match_recall's directions, named for speech.
 DIRECTIONS = {"text_to_image": "audio_to_image", "image_to_text": "image_to_audio"}
@@ -83,9 +93,10 @@ def speech_image_dataset(audio: np.ndarray, split: SpokenSplit, image_size: int,
         pairs = pairs.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
 
     def to_model_inputs(images, clips_and_scenes):
-        clips, seen, heard = clips_and_scenes
+        clips, image_scenes, audio_scenes = clips_and_scenes
         return ({"image": images, "audio": tf.cast(clips, tf.float32)},
-                {"logits": tf.range(tf.shape(images)[0]), "image_scene": seen, "audio_scene": heard})
+                {"logits": tf.range(tf.shape(images)[0]), "image_scene": image_scenes,
+                 "audio_scene": audio_scenes})
 
     return pairs.batch(batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
@@ -150,12 +161,30 @@ def evaluate_speech_retrieval(model: keras.Model, split: SpokenSplit) -> dict:
             **speech_retrieval_scores(split, *embed_spoken_split(split, audio, image_tower, audio_tower))}
 
 
+def start_from_recogniser(audio_tower: keras.Model, recogniser: keras.Model, source: str) -> None:
+    """Copy a speech recogniser's audio encoder into ``audio_tower``'s: the tower then starts
+    from frames that were trained to tell the words apart."""
+    try:
+        encoder = recogniser.get_layer("audio_encoder")
+    except ValueError:
+        raise UserError(f"{source}: expected a model written by speech2text (with an audio_encoder), "
+                        f"found the model {recogniser.name!r}") from None
+    target = audio_tower.get_layer("audio_encoder")
+    shapes = [tuple(w.shape) for w in encoder.weights]
+    if encoder.input_shape != target.input_shape or shapes != [tuple(w.shape) for w in target.weights]:
+        raise UserError(f"{source}: its audio encoder takes {encoder.input_shape[1]} samples with weights "
+                        f"{shapes[:2]}...; expected one like the tower's ({target.input_shape[1]} samples): "
+                        "train both on the same spoken folder with the default widths")
+    target.set_weights(encoder.get_weights())
+
+
 def train_speech_to_image(config: SpeechToImageConfig, verbose: int | str = "auto", progress: bool = True) -> dict:
     """Train the speech-image dual encoder, score recall on the test split's clips, write
     model, history and metrics."""
     data_dir, splits = load_spoken_dataset(config.data, smoke=config.smoke, seed=config.seed,
                                            progress=progress)
     scenes_of(images_of(splits["test"]))  # scored by the scenes: refused before any training
+    recogniser = runs.load_model(config.audio_encoder_from) if config.audio_encoder_from else None
     with runs.start(config.out, config.seed) as out:
         runs.forget_history(out)
         epochs = runs.epochs_for(config)
@@ -165,6 +194,8 @@ def train_speech_to_image(config: SpeechToImageConfig, verbose: int | str = "aut
         audio = {name: read_clips(split.audio_paths, max_samples) for name, split in splits.items()}
         model, image_tower, audio_tower = build_speech_image_encoder(max_samples, image_size,
                                                                      config.embedding_dim, config.units)
+        if recogniser is not None:
+            start_from_recogniser(audio_tower, recogniser, config.audio_encoder_from)
         trainer = WithSceneReaders(model, config.units, name="with_scene_readers")
         scene_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1)
         trainer.compile(optimizer=runs.optimizer(config.learning_rate,
