@@ -16,6 +16,8 @@ from mmkeras.tasks.examples import (
     SCENE_CLASSES,
     SCENE_SLOTS,
     Examples,
+    about_targets,
+    caption_about,
     example_dataset,
     scene_targets,
     texts_per_image_dataset,
@@ -105,6 +107,64 @@ def test_scene_targets_read_objects_left_to_right_and_top_to_bottom():
                                 red_circle + blue_square + [1], blue_square + red_circle + [1]]
 
 
+def _objects_asked_about(question: vqa.Question, scene: shapes.Scene) -> set:
+    """The objects of ``scene`` a question asks about, read from its words: those it counts,
+    the other than "what is RELATION the REFERENCE" names, or the one its words after the
+    first "the" pick out."""
+    words = question.text.split()
+    if question.kind == "count":  # "how many circles", "how many red shapes"
+        asked = words[2].removesuffix("s") if words[3] == "are" else words[2]
+        return {o for o in scene.objects if asked in (o.colour, o.shape)}
+    # The reference of a relation question is its last "the" ("to the left of the ...").
+    after = (question.text.rsplit(" the ", 1) if question.kind == "relation"
+             else question.text.split(" the ", 1))[1]
+    named = []
+    for word in after.split():
+        if word not in (*shapes.COLOURS, *shapes.SHAPES, *shapes.SIZES):
+            break
+        named.append(word)
+    found = {o for o in scene.objects if set(named) <= {o.colour, o.shape, o.size}}
+    assert len(found) == 1, question.text
+    return set(scene.objects) - found if question.kind == "relation" else found
+
+
+def test_questions_and_captions_say_which_objects_they_are_about():
+    circle = shapes.SceneObject("small", "red", "circle")
+    square = shapes.SceneObject("large", "blue", "square")
+    for scene in (shapes.Scene(circle, square, "to the right of"), shapes.Scene(circle, square, "below"),
+                  shapes.Scene(circle, square, "to the left of")):
+        for seed in range(20):
+            for question in vqa.questions_for(scene, np.random.default_rng(seed)):
+                assert set(question.about) == _objects_asked_about(question, scene), question.text
+        # The first caption's subject is the scene's first object, the second's the other.
+        ahead, behind = shapes.reading_order(scene)
+        first, second, *_ = shapes.captions_for(scene)
+        circle_flags = [int(ahead == circle), int(behind == circle)]
+        assert caption_about(first, scene) == circle_flags
+        assert caption_about(second, scene) == [1 - flag for flag in circle_flags]
+        assert caption_about("a red triangle above a blue square", scene) == [0, 0]
+
+
+def test_vqa_and_matching_examples_carry_what_each_text_is_about(splits):
+    split = splits["val"]
+    scenes = shapes.scenes_of(split)
+    questions = vqa.vqa_examples(split, None, seed=0)
+    by_kind = {}
+    for index, text, kind, about in zip(questions.image_index, questions.texts, questions.kinds,
+                                        questions.about):
+        question = vqa.Question(text, "", kind)
+        expected = about_targets(_objects_asked_about(question, scenes[index]), scenes[index])
+        assert about.tolist() == expected, text
+        by_kind.setdefault(kind, set()).add(tuple(expected))
+    assert by_kind["yes_no"] == {(1, 0), (0, 1)} and (0, 0) in by_kind["count"]
+    pairs = matching.matching_examples(split, seed=0, pairs_per_image=2)
+    truths = pairs.kinds == "true"
+    assert {tuple(flags) for flags in pairs.about[truths]} == {(1, 0), (0, 1)}
+    # A caption with its relation changed has the same subject as its true twin.
+    relation = np.flatnonzero(pairs.kinds == "relation")
+    np.testing.assert_array_equal(pairs.about[relation], pairs.about[relation - 1])
+
+
 def test_texts_per_image_dataset_gives_each_image_its_own_texts_padded_with_weight_0(splits):
     split = splits["val"]
     images = images_in_memory(split, 64)
@@ -115,6 +175,7 @@ def test_texts_per_image_dataset_gives_each_image_its_own_texts_padded_with_weig
     inputs, labels, weights = next(iter(texts_per_image_dataset(images, examples, scenes, vectorizer, 4, 6)))
     np.testing.assert_array_equal(inputs["image"].numpy(), images[:4])
     np.testing.assert_array_equal(labels["scene"].numpy(), scenes[:4])
+    about = labels["about"].numpy()
     labels, weights = labels["answers"], weights["answers"]
     for image in range(4):
         mine = examples.image_index == image
@@ -123,6 +184,7 @@ def test_texts_per_image_dataset_gives_each_image_its_own_texts_padded_with_weig
                  for ids in inputs["text"].numpy()[image]]
         assert words[:count] == [t for t, m in zip(examples.texts, mine) if m]
         np.testing.assert_array_equal(labels.numpy()[image, :count], examples.labels[mine])
+        np.testing.assert_array_equal(about[image, :count], examples.about[mine])
         assert weights.numpy()[image].tolist() == [1.0] * count + [0.0] * (6 - count)
 
 
@@ -136,6 +198,7 @@ def test_training_reads_an_image_once_and_gives_what_the_classifier_gives_each_p
     outputs = SeveralTextsPerImage(classifier)({"image": images, "text": texts})
     grouped = outputs["answers"]
     assert grouped.shape == (2, 3, 3) and outputs["scene"].shape == (2, len(SCENE_SLOTS), SCENE_CLASSES)
+    assert outputs["about"].shape == (2, 3, 2)
     one_by_one = classifier.predict({"image": np.repeat(images, 3, axis=0),
                                      "text": texts.reshape(6, 5)}, verbose=0)
     np.testing.assert_allclose(np.asarray(grouped).reshape(6, 3), one_by_one, rtol=1e-4, atol=1e-5)

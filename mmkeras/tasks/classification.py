@@ -73,12 +73,15 @@ def texts_per_image(config: TaskConfig) -> int:
     return config.questions_per_image if config.task == "vqa" else 2 * config.pairs_per_image
 
 
-def compile_for_training(classifier: keras.Model, learning_rate: float, decay_steps: int) -> keras.Model:
+def compile_for_training(classifier: keras.Model, learning_rate: float, decay_steps: int,
+                         about_weight: float = 1.0) -> keras.Model:
     """The classifier wrapped to read each image once for all its texts, compiled."""
     trainer = SeveralTextsPerImage(classifier, name="several_texts_per_image")
     trainer.compile(optimizer=runs.optimizer(learning_rate, decay_steps),
                     loss={"answers": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                          "about": keras.losses.BinaryCrossentropy(from_logits=True),
                           "scene": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
+                    loss_weights={"answers": 1.0, "about": about_weight, "scene": 1.0},
                     # padding texts (weight 0) do not count
                     weighted_metrics={"answers": ["accuracy"]})
     return trainer
@@ -174,7 +177,8 @@ def train_task(config: TaskConfig, verbose: int | str = "auto", progress: bool =
                                             image_size=train_images.shape[1], units=config.units)
         trainer = compile_for_training(
             classifier, config.learning_rate,
-            decay_steps=epochs * math.ceil(len(train_images) / config.batch_size))
+            decay_steps=epochs * math.ceil(len(train_images) / config.batch_size),
+            about_weight=config.about_weight)
         # Matching is a curriculum: easy negatives (other images' captions) for the first half
         # of the epochs, then one-word negatives only, the ones the test asks about.
         phases = [(train, epochs)]

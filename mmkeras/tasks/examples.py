@@ -5,13 +5,14 @@ batched, how they are scored. VQA (:mod:`mmkeras.tasks.vqa`) and matching
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
 from mmkeras.data.images import AUTOTUNE
-from mmkeras.data.shapes import COLOURS, SHAPES, SIZES, Scene, reading_order, sizes_said
+from mmkeras.data.shapes import COLOURS, SHAPES, SIZES, Scene, SceneObject, reading_order, sizes_said
 from mmkeras.data.text import add_start_end
 
 
@@ -23,9 +24,37 @@ class Examples:
     texts: list[str]
     labels: np.ndarray
     kinds: np.ndarray  # VQA: the question type; matching: "true" or what was changed
+    # Training's second target (SeveralTextsPerImage): about_targets of each text, (n, 2).
+    about: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+# What a text is about, as training's second target: for each object of the scene in reading
+# order (the left or the upper one first; mmkeras.data.shapes.reading_order), whether the
+# text is about it (1) or not (0). "Is the red circle left of the blue square" is a parity of
+# two facts: is the red circle ahead, and does "left of" point ahead. Gradient descent finds
+# no signal in either fact alone (each leaves the answer at a coin toss), so a model trained
+# on the answers alone stops at guessing from the axis (0.75); told the first fact, it has
+# only the second to learn, which the words give. "How many red shapes" is the sum of the
+# two flags, where the answers alone give one number for two objects.
+def about_targets(about, scene: Scene) -> list[int]:
+    """``[is the object ahead one the text is about, is the one behind]``; ``about`` holds
+    scene objects, or a caption's mentions of them (known by colour and shape)."""
+    names = {(named.colour, named.shape) for named in about}
+    return [int((obj.colour, obj.shape) in names) for obj in reading_order(scene)]
+
+
+_NAMED_OBJECT = re.compile(rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
+
+
+def caption_about(caption: str, scene: Scene) -> list[int]:
+    """:func:`about_targets` of the object a caption names first, its subject (of no object
+    where the scene lacks that colour and shape), with the relation as written after it."""
+    named = _NAMED_OBJECT.search(caption)
+    subject = () if named is None else (SceneObject(None, named[1], named[2]),)
+    return about_targets(subject, scene)
 
 
 def example_dataset(images: np.ndarray, examples: Examples, vectorizer, batch_size: int,
@@ -38,6 +67,9 @@ def example_dataset(images: np.ndarray, examples: Examples, vectorizer, batch_si
     if shuffle:
         data = data.shuffle(len(examples), seed=seed, reshuffle_each_iteration=True)
 
+    # Nothing for AutoGraph to convert (no Python control flow); converting it anyway, it
+    # once mistook this function for its namesake below and printed a page of warning.
+    @tf.autograph.experimental.do_not_convert
     def to_model_inputs(image_index, text, label):
         return {"image": tf.gather(image_table, image_index), "text": text}, label
 
@@ -78,8 +110,9 @@ def texts_per_image_dataset(images: np.ndarray, examples: Examples, scenes: np.n
                             batch_size: int, texts_per_image: int, shuffle: bool = False,
                             seed: int | None = None) -> tf.data.Dataset:
     """Batches of ``batch_size`` images, each with all its texts: ``({"image": (b, ...),
-    "text": (b, texts_per_image, words)}, {"answers": classes (b, texts_per_image), "scene":
-    the images' scene_targets}, weights)``.
+    "text": (b, texts_per_image, words)}, {"answers": classes (b, texts_per_image),
+    "about": each text's about_targets (b, texts_per_image, 2), "scene": the images'
+    scene_targets}, weights)``.
 
     For :class:`mmkeras.tasks.fusion.SeveralTextsPerImage`, which reads each image once for
     all its texts. An image with fewer texts is padded with copies of its first, of weight 0.
@@ -96,16 +129,20 @@ def texts_per_image_dataset(images: np.ndarray, examples: Examples, scenes: np.n
         slots[row, :count] = order[start:start + count]
         weights[row, :count] = 1.0
     token_ids = vectorizer(add_start_end(examples.texts))[:, 1:].numpy()
+    if examples.about is None:
+        raise ValueError("texts_per_image_dataset needs examples with what each text is about")
     data = tf.data.Dataset.from_tensor_slices(
-        (image_rows, token_ids[slots], examples.labels[slots], weights, scenes[image_rows]))
+        (image_rows, token_ids[slots], examples.labels[slots], examples.about[slots], weights,
+         scenes[image_rows]))
     if shuffle:
         data = data.shuffle(len(image_rows), seed=seed, reshuffle_each_iteration=True)
     image_table = tf.constant(images)
 
-    def to_model_inputs(image_row, text, label, weight, scene):
+    @tf.autograph.experimental.do_not_convert  # as example_dataset's
+    def to_model_inputs(image_row, text, label, about, weight, scene):
         return ({"image": tf.gather(image_table, image_row), "text": text},
-                {"answers": label, "scene": scene},
-                {"answers": weight, "scene": tf.ones_like(scene, dtype=tf.float32)})
+                {"answers": label, "about": about, "scene": scene},
+                {"answers": weight, "about": weight, "scene": tf.ones_like(scene, dtype=tf.float32)})
 
     return data.batch(batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 

@@ -178,14 +178,19 @@ def build_fused_classifier(vocabulary: list[str], max_text_length: int, num_clas
 class SeveralTextsPerImage(keras.Model):
     """Trains a fused classifier on ``{"image": (batch, ...), "text": (batch, texts, words)}``:
     each image's encoder runs once for all its texts, which then go through the fusion
-    head together. Outputs ``{"answers": (batch, texts, classes), "scene": ...}``.
+    head together. Outputs ``{"answers": (batch, texts, classes), "about": (batch, texts,
+    2), "scene": ...}``.
 
     Six questions of one image cost little more than one: the image encoder is most of
     the work. Beside the answers, a small head reads the scene from the encoder alone
     (:func:`mmkeras.tasks.examples.scene_targets`: each object's colour, shape and size, in
     reading order): the captions' supervision, which the captioner's encoder learns from,
     makes the encoder see every object and where it is within an epoch or two, where
-    the answers alone take many. Only for training; what is saved is the classifier.
+    the answers alone take many. And a linear read of the fused image and text, before the
+    head's hidden layer: which of the two objects the text is about
+    (:func:`mmkeras.tasks.examples.about_targets`): the half of "is the red circle left of
+    the blue square" that the answers teach slowly, and the two terms of "how many". Only
+    for training; what is saved is the classifier.
     """
 
     def __init__(self, classifier: keras.Model, **kwargs):
@@ -196,12 +201,21 @@ class SeveralTextsPerImage(keras.Model):
             layers.Flatten(), layers.Dense(128, activation="relu"),
             layers.Dense(len(SCENE_SLOTS) * SCENE_CLASSES),
             layers.Reshape((len(SCENE_SLOTS), SCENE_CLASSES))], name="scene_reader")
+        # The head's layers, with what its hidden layer reads as a second output.
+        self.head_and_fused = keras.Model(
+            self.fusion_head.inputs,
+            [self.fusion_head.output, self.fusion_head.get_layer("fused_hidden").input],
+            name="fusion_head_and_fused")
+        self.about_reader = layers.Dense(2, name="about_reader")  # logits, one per object
 
     def call(self, inputs, training=False):
         texts = inputs["text"]
         texts_per_image, words = texts.shape[1], texts.shape[2]
         encoded = self.image_encoder(inputs["image"], training=training)
         repeated = ops.repeat(encoded, texts_per_image, axis=0)  # image i, i, ..., then i + 1
-        logits = self.fusion_head([repeated, ops.reshape(texts, (-1, words))], training=training)
+        logits, fused = self.head_and_fused([repeated, ops.reshape(texts, (-1, words))],
+                                            training=training)
+        about = self.about_reader(fused)
         return {"answers": ops.reshape(logits, (-1, texts_per_image, logits.shape[-1])),
+                "about": ops.reshape(about, (-1, texts_per_image, 2)),
                 "scene": self.scene_reader(encoded, training=training)}

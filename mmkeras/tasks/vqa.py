@@ -14,8 +14,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from mmkeras.data.folder import CaptionSplit
-from mmkeras.data.shapes import COLOURS, INVERSE_RELATION, RELATIONS, SHAPES, SIZES, Scene, scenes_of
-from mmkeras.tasks.examples import Examples
+from mmkeras.data.shapes import (
+    COLOURS,
+    INVERSE_RELATION,
+    RELATIONS,
+    SHAPES,
+    SIZES,
+    Scene,
+    SceneObject,
+    scenes_of,
+)
+from mmkeras.tasks.examples import Examples, about_targets
 
 QUESTION_TYPES = ("colour", "shape", "size", "count", "relation", "yes_no")
 # Every answer any question can have: the classes of the VQA classifier, fixed by the spec.
@@ -27,6 +36,9 @@ class Question:
     text: str
     answer: str
     kind: str
+    # The objects it asks about: the one whose colour, shape or size it asks, the subject of
+    # its relation, or those it counts (mmkeras.tasks.examples.about_targets).
+    about: tuple[SceneObject, ...] = ()
 
 
 def _plural(shape: str) -> str:
@@ -41,7 +53,7 @@ def _colour_question(scene: Scene, rng: np.random.Generator) -> Question | None:
         reference = f"{target.size} {target.shape}"
     else:  # same shape and size: only their colours tell them apart
         return None
-    return Question(f"what colour is the {reference}", target.colour, "colour")
+    return Question(f"what colour is the {reference}", target.colour, "colour", (target,))
 
 
 def _shape_question(scene: Scene, rng: np.random.Generator) -> Question | None:
@@ -52,12 +64,12 @@ def _shape_question(scene: Scene, rng: np.random.Generator) -> Question | None:
         reference = f"{target.size} shape"
     else:
         return None
-    return Question(f"what shape is the {reference}", target.shape, "shape")
+    return Question(f"what shape is the {reference}", target.shape, "shape", (target,))
 
 
 def _size_question(scene: Scene, rng: np.random.Generator) -> Question:
     target = scene.objects[rng.integers(2)]
-    return Question(f"what size is the {target.name}", target.size, "size")
+    return Question(f"what size is the {target.name}", target.size, "size", (target,))
 
 
 def _count_question(scene: Scene, rng: np.random.Generator) -> Question:
@@ -69,7 +81,8 @@ def _count_question(scene: Scene, rng: np.random.Generator) -> Question:
     answer = int(rng.choice(sorted(set(counts.values()))))
     value = str(rng.choice([v for v, n in counts.items() if n == answer]))
     asked = _plural(value) if attribute == "shape" else f"{value} shapes"
-    return Question(f"how many {asked} are there", str(answer), "count")
+    counted = tuple(o for o in scene.objects if getattr(o, attribute) == value)
+    return Question(f"how many {asked} are there", str(answer), "count", counted)
 
 
 def _relation_question(scene: Scene, rng: np.random.Generator) -> Question:
@@ -77,7 +90,7 @@ def _relation_question(scene: Scene, rng: np.random.Generator) -> Question:
         subject, relation, reference = scene.first, scene.relation, scene.second
     else:
         subject, relation, reference = scene.second, INVERSE_RELATION[scene.relation], scene.first
-    return Question(f"what is {relation} the {reference.name}", subject.shape, "relation")
+    return Question(f"what is {relation} the {reference.name}", subject.shape, "relation", (subject,))
 
 
 def _false_relation(true_relation: str, rng: np.random.Generator) -> str:
@@ -97,7 +110,7 @@ def _yes_no_question(scene: Scene, rng: np.random.Generator) -> Question:
     else:
         text = f"is the {subject.name} {relation} the {reference.name}"
     answer = "yes" if scene.holds(subject, relation, reference) else "no"
-    return Question(text, answer, "yes_no")
+    return Question(text, answer, "yes_no", (subject,))
 
 
 _QUESTION_MAKERS = {
@@ -125,7 +138,7 @@ def vqa_examples(split: CaptionSplit, questions_per_image: int | None, seed: int
     know which named object is where, the slowest to learn.
     """
     rng = np.random.default_rng(seed)
-    image_index, texts, labels, kinds = [], [], [], []
+    image_index, texts, labels, kinds, about = [], [], [], [], []
     for index, scene in enumerate(scenes_of(split)):
         questions = questions_for(scene, rng)
         if questions_per_image is not None:
@@ -137,4 +150,6 @@ def vqa_examples(split: CaptionSplit, questions_per_image: int | None, seed: int
             texts.append(question.text)
             labels.append(ANSWERS.index(question.answer))
             kinds.append(question.kind)
-    return Examples(np.array(image_index), texts, np.array(labels), np.array(kinds))
+            about.append(about_targets(question.about, scene))
+    return Examples(np.array(image_index), texts, np.array(labels), np.array(kinds),
+                    np.array(about).reshape(-1, 2))
