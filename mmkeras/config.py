@@ -24,7 +24,8 @@ DEFAULT_FUSION = {"vqa": "film_attention", "match": "attention"}
 # Each task's weight of the second training target, which object each text is about
 # (TaskConfig.about_weight), as measured in the default 8 epochs (README, 2026-12-07). VQA
 # weighted 1: yes/no past the 0.75 of guessing from the axis (0.87), every other type slower
-# (0.872 in all); 0.5: 0.910; 0.2: 0.945, counting sped up, yes/no at 0.76. Matching at 0.2:
+# (0.872 in all); 0.5: 0.910; 0.2: 0.945, yes/no at 0.76 (film_attention without it: 0.939,
+# measured on another machine). One run each. Matching at 0.2:
 # changed relations from 0.03 to 0.49, changed shapes and colours down (0.786 in all, 0.841
 # without), so none.
 DEFAULT_ABOUT_WEIGHT = {"vqa": 0.2, "match": 0.0}

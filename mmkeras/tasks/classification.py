@@ -74,7 +74,7 @@ def texts_per_image(config: TaskConfig) -> int:
 
 
 def compile_for_training(classifier: keras.Model, learning_rate: float, decay_steps: int,
-                         about_weight: float = 1.0) -> keras.Model:
+                         about_weight: float) -> keras.Model:
     """The classifier wrapped to read each image once for all its texts, compiled."""
     trainer = SeveralTextsPerImage(classifier, name="several_texts_per_image")
     trainer.compile(optimizer=runs.optimizer(learning_rate, decay_steps),

@@ -37,8 +37,9 @@ class Examples:
 # two facts: is the red circle ahead, and does "left of" point ahead. Gradient descent finds
 # no signal in either fact alone (each leaves the answer at a coin toss), so a model trained
 # on the answers alone stops at guessing from the axis (0.75); told the first fact, it has
-# only the second to learn, which the words give. "How many red shapes" is the sum of the
-# two flags, where the answers alone give one number for two objects.
+# only the second to learn, which the words give (weighted 1 it does; at the default weight
+# the other types learn faster and yes/no does not: config.DEFAULT_ABOUT_WEIGHT). "How many
+# red shapes" is the sum of the two flags, where the answers alone give one number for two.
 def about_targets(about, scene: Scene) -> list[int]:
     """``[is the object ahead one the text is about, is the one behind]``; ``about`` holds
     scene objects, or a caption's mentions of them (known by colour and shape)."""
@@ -50,8 +51,8 @@ _NAMED_OBJECT = re.compile(rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
 
 
 def caption_about(caption: str, scene: Scene) -> list[int]:
-    """:func:`about_targets` of the object a caption names first, its subject (of no object
-    where the scene lacks that colour and shape), with the relation as written after it."""
+    """:func:`about_targets` of the object a caption names first, the subject of its
+    relation as written (neither object where the scene lacks that colour and shape)."""
     named = _NAMED_OBJECT.search(caption)
     subject = () if named is None else (SceneObject(None, named[1], named[2]),)
     return about_targets(subject, scene)
@@ -128,9 +129,9 @@ def texts_per_image_dataset(images: np.ndarray, examples: Examples, scenes: np.n
         slots[row] = order[start]
         slots[row, :count] = order[start:start + count]
         weights[row, :count] = 1.0
-    token_ids = vectorizer(add_start_end(examples.texts))[:, 1:].numpy()
     if examples.about is None:
         raise ValueError("texts_per_image_dataset needs examples with what each text is about")
+    token_ids = vectorizer(add_start_end(examples.texts))[:, 1:].numpy()
     data = tf.data.Dataset.from_tensor_slices(
         (image_rows, token_ids[slots], examples.labels[slots], examples.about[slots], weights,
          scenes[image_rows]))
