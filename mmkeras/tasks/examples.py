@@ -43,8 +43,8 @@ class Examples:
 def about_targets(about, scene: Scene) -> list[int]:
     """``[is the object ahead one the text is about, is the one behind]``; ``about`` holds
     scene objects, or a caption's mentions of them (known by colour and shape)."""
-    names = {(named.colour, named.shape) for named in about}
-    return [int((obj.colour, obj.shape) in names) for obj in reading_order(scene)]
+    names = {named.name for named in about}
+    return [int(obj.name in names) for obj in reading_order(scene)]
 
 
 _NAMED_OBJECT = re.compile(rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")

@@ -196,15 +196,15 @@ class SeveralTextsPerImage(keras.Model):
     def __init__(self, classifier: keras.Model, **kwargs):
         super().__init__(**kwargs)
         self.image_encoder = classifier.get_layer("image_encoder")
-        self.fusion_head = classifier.get_layer("fusion_head")
         self.scene_reader = keras.Sequential([
             layers.Flatten(), layers.Dense(128, activation="relu"),
             layers.Dense(len(SCENE_SLOTS) * SCENE_CLASSES),
             layers.Reshape((len(SCENE_SLOTS), SCENE_CLASSES))], name="scene_reader")
-        # The head's layers, with what its hidden layer reads as a second output.
+        # The fusion head's layers, with what its hidden layer reads as a second output.
+        fusion_head = classifier.get_layer("fusion_head")
         self.head_and_fused = keras.Model(
-            self.fusion_head.inputs,
-            [self.fusion_head.output, self.fusion_head.get_layer("fused_hidden").input],
+            fusion_head.inputs,
+            [fusion_head.output, fusion_head.get_layer("fused_hidden").input],
             name="fusion_head_and_fused")
         self.about_reader = layers.Dense(2, name="about_reader")  # logits, one per object
 
