@@ -97,8 +97,8 @@ class TaskConfig:
     about_weight: float | None = None
     # Matching: the share of training negatives that are another image's caption instead
     # of a one-word change, for the first half of the epochs (then none). Without them the
-    # model never learns to compare image and text at all (it stays at chance; see
-    # 04_multimodal_tasks.ipynb). Test negatives are all one-word changes.
+    # model never learned to compare image and text at all (it stayed at chance when tried;
+    # exercise 2 of 04_multimodal_tasks.ipynb). Test negatives are all one-word changes.
     other_image_negatives: float = 0.5
     train_images: int | None = None  # use only the first N training images
     seed: int = 0

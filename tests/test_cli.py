@@ -216,6 +216,12 @@ def test_fusion_writes_one_row_per_fusion(tmp_path, small_shapes):
         assert len(row["accuracies"]) == 2 and row["accuracy"] == pytest.approx(sum(row["accuracies"]) / 2)
         assert f"{row['accuracy']:.3f} ± {row['accuracy_sd']:.3f}" in table
         assert (tmp_path / row["fusion"] / "seed1" / "model.keras").exists()
+        seed_metrics = [json.loads((tmp_path / row["fusion"] / f"seed{k}" / "metrics.json").read_text())
+                        for k in (0, 1)]
+        assert set(row["by_kind"]) == set(seed_metrics[0]["by_kind"])  # every question type
+        for kind, score in row["by_kind"].items():
+            assert score["accuracy"] == pytest.approx(sum(m["by_kind"][kind]["accuracy"] for m in seed_metrics) / 2)
+            assert score["chance"] == seed_metrics[1]["by_kind"][kind]["chance"]
 
 
 def _one_photo_folder(tmp_path):

@@ -1,4 +1,5 @@
-"""The six fusions compared on one task: the same examples, one classifier each.
+"""The seven fusions and the two blind baselines compared on one task: the same examples,
+one classifier each.
 
 Introduced in ``04_multimodal_tasks.ipynb``; ``python -m mmkeras fusion`` runs
 :func:`compare_fusions`.
@@ -40,6 +41,11 @@ def compare_fusions(task: str = "vqa", fusions=FUSIONS, epochs: int = 6,
         rows.append({"fusion": fusion, "accuracy": float(np.mean(accuracies)),
                      "accuracy_sd": float(np.std(accuracies, ddof=1)) if seeds > 1 else 0.0,
                      "accuracies": accuracies, "chance": runs[0]["chance"],
+                     # per question type (or changed word), as in metrics.json: the accuracy
+                     # the mean over the seeds; the chance and n the same for every seed
+                     "by_kind": {kind: {**score, "accuracy": float(np.mean(
+                         [run["by_kind"][kind]["accuracy"] for run in runs]))}
+                         for kind, score in runs[0]["by_kind"].items()},
                      "parameters": runs[0]["parameters"],
                      "seconds_per_epoch": float(np.mean([run["seconds_per_epoch"] for run in runs]))})
         if progress:
