@@ -15,7 +15,6 @@ from mmkeras.atomic import write_json
 from mmkeras.config import (
     BLIND_BASELINES,
     DECODERS,
-    DEFAULT_FUSION,
     ENCODERS,
     FUSIONS,
     GENERATORS,
@@ -44,6 +43,16 @@ def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")  # refused below, with the same message
+    if not 0 <= value < float("inf"):  # false for nan too
+        raise argparse.ArgumentTypeError(f"expected a finite number of 0 or more, got {text}")
     return value
 
 
@@ -305,11 +314,17 @@ def _task_scores(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def task_config(args) -> TaskConfig:
+    """The settings of a ``vqa`` or ``match`` command, as the notebooks' ``TaskConfig``."""
+    return TaskConfig(task=args.command, data=args.data, fusion=args.fusion, epochs=args.epochs,
+                      about_weight=args.about_weight, batch_size=args.batch_size,
+                      train_images=args.train_images, seed=args.seed, smoke=args.smoke,
+                      out=args.out or f"runs/{args.command}")
+
+
 def cmd_task(args) -> int:
     from mmkeras.tasks.classification import train_task
-    config = TaskConfig(task=args.command, data=args.data, fusion=args.fusion, epochs=args.epochs,
-                        batch_size=args.batch_size, train_images=args.train_images,
-                        seed=args.seed, smoke=args.smoke, out=args.out or f"runs/{args.command}")
+    config = task_config(args)
     verbose = "auto" if sys.stdout.isatty() else 2
     result = train_task(config, verbose=verbose)
     print(f"wrote {Path(config.out) / 'model.keras'}, config.json, history.csv, metrics.json")
@@ -609,10 +624,13 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--data", default="shapes",
                              help="'shapes' or a Shapes Captions folder (questions and false "
                                   "captions are made from each scene's objects)")
-        command.add_argument("--fusion", choices=(*FUSIONS, *BLIND_BASELINES), default=DEFAULT_FUSION[task],
+        command.add_argument("--fusion", choices=(*FUSIONS, *BLIND_BASELINES), default=TaskConfig.fusion,
                              help="how the image and text branches meet (text_only, image_only: "
                                   "the blind baselines)")
         command.add_argument("--epochs", type=_positive, default=TaskConfig.epochs)
+        command.add_argument("--about-weight", type=_non_negative_float, default=TaskConfig.about_weight,
+                             help="weight of the training-only target 'which object is each text "
+                                  f"about', beside the answers' 1 (default {TaskConfig.about_weight})")
         command.add_argument("--batch-size", type=_positive, default=TaskConfig.batch_size,
                              help="images per batch; each comes with all its training texts")
         command.add_argument("--train-images", type=_positive, metavar="N",

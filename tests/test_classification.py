@@ -189,10 +189,11 @@ def test_texts_per_image_dataset_gives_each_image_its_own_texts_padded_with_weig
         assert weights.numpy()[image].tolist() == [1.0] * count + [0.0] * (6 - count)
 
 
-def test_training_reads_an_image_once_and_gives_what_the_classifier_gives_each_pair():
+@pytest.mark.parametrize("fusion", ["film_attention", "objects"])
+def test_training_reads_an_image_once_and_gives_what_the_classifier_gives_each_pair(fusion):
     from mmkeras.tasks.fusion import SeveralTextsPerImage, build_fused_classifier
     keras.utils.set_random_seed(0)
-    classifier = build_fused_classifier(["", "[UNK]", "a", "b", "c"], 5, 3, "film_attention", units=16)
+    classifier = build_fused_classifier(["", "[UNK]", "a", "b", "c"], 5, 3, fusion, units=16)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (2, 64, 64, 3)).astype("uint8")
     texts = rng.integers(1, 5, (2, 3, 5)).astype("int32")
@@ -203,6 +204,19 @@ def test_training_reads_an_image_once_and_gives_what_the_classifier_gives_each_p
     one_by_one = classifier.predict({"image": np.repeat(images, 3, axis=0),
                                      "text": texts.reshape(6, 5)}, verbose=0)
     np.testing.assert_allclose(np.asarray(grouped).reshape(6, 3), one_by_one, rtol=1e-4, atol=1e-5)
+
+
+def test_object_slots_are_read_back_by_one_reader_in_reading_order():
+    """Both object slots in the same terms: the scene read from slots swapped is the scene
+    with its two objects swapped (and the same layout)."""
+    from mmkeras.tasks.fusion import SeveralTextsPerImage, build_fused_classifier
+    keras.utils.set_random_seed(0)
+    trainer = SeveralTextsPerImage(build_fused_classifier(["", "[UNK]", "a"], 5, 3, "objects", units=16))
+    slots = np.random.default_rng(0).normal(size=(2, 3, 16)).astype("float32")
+    scene = np.asarray(trainer._read_scene(slots, training=False))
+    swapped = np.asarray(trainer._read_scene(slots[:, [1, 0, 2]], training=False))
+    assert scene.shape == (2, len(SCENE_SLOTS), SCENE_CLASSES)
+    np.testing.assert_allclose(swapped, scene[:, [3, 4, 5, 0, 1, 2, 6]], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("task", ["vqa", "match"])

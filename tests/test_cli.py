@@ -42,10 +42,26 @@ def test_data_command_writes_the_requested_sizes(tmp_path):
     assert len(list((tmp_path / "Images").glob("*.png"))) == 10
 
 
+@pytest.mark.parametrize("task", ["vqa", "match"])
+def test_a_task_command_without_flags_trains_what_task_config_trains(task):
+    """The command line and TaskConfig (the notebooks' way in) train the same default model."""
+    from mmkeras.cli import build_parser, task_config
+    from mmkeras.config import TaskConfig
+    assert task_config(build_parser().parse_args([task])) == TaskConfig(task=task, out=f"runs/{task}")
+
+
 def test_bad_flag_value_exits_non_zero():
     completed = run_cli("data", "shapes", "--out", "x", "--num-train", 0)
     assert completed.returncode == 2
     assert "expected a positive whole number" in completed.stderr
+
+
+@pytest.mark.parametrize("weight", ["-1", "nan", "inf", "heavy"])
+def test_an_about_weight_that_is_not_a_finite_non_negative_number_exits_2(weight):
+    from mmkeras.cli import build_parser
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["vqa", "--about-weight", weight])
+    assert exit_info.value.code == 2
 
 
 @pytest.fixture(scope="module")
@@ -139,10 +155,12 @@ def test_missing_data_folder(cli_run, tmp_path):
 
 def test_vqa_prints_accuracy_per_question_type_beside_chance(tmp_path, small_shapes):
     completed = run_cli("vqa", "--data", small_shapes, "--epochs", 1, "--fusion", "concat",
-                        "--out", tmp_path)
+                        "--about-weight", 0.5, "--out", tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["fusion"] == "concat"
+    recorded = json.loads((tmp_path / "config.json").read_text())["config"]
+    assert (recorded["epochs"], recorded["about_weight"]) == (1, 0.5)
     for kind, score in metrics["by_kind"].items():
         assert f"{kind:<12} {score['accuracy']:.3f}  (chance {score['chance']:.3f}" in completed.stdout
 

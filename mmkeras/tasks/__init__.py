@@ -1,2 +1,2 @@
 """The other multimodal tasks on the same data, encoders and run skeleton: visual question
-answering and image-text matching (one fused classifier, seven fusions), and retrieval."""
+answering and image-text matching (one fused classifier, eight fusions), and retrieval."""

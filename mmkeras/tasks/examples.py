@@ -37,8 +37,8 @@ class Examples:
 # two facts: is the red circle ahead, and does "left of" point ahead. Gradient descent finds
 # no signal in either fact alone (each leaves the answer at a coin toss), so a model trained
 # on the answers alone stops at guessing from the axis (0.75); told the first fact, it has
-# only the second to learn, which the words give (weighted 1 it does; at the default weight
-# the other types learn faster and yes/no does not: config.DEFAULT_ABOUT_WEIGHT). "How many
+# only the second to learn, which the words give. With object slots (the "objects" fusion) it
+# says which slot the red circle is (weighted 1: config.TaskConfig.about_weight). "How many
 # red shapes" is the sum of the two flags, where the answers alone give one number for two.
 def about_targets(about, scene: Scene) -> list[int]:
     """``[is the object ahead one the text is about, is the one behind]``; ``about`` holds
@@ -79,7 +79,8 @@ def example_dataset(images: np.ndarray, examples: Examples, vectorizer, batch_si
 
 # What the image encoder learns to read beside the task (mmkeras.tasks.fusion.SeveralTextsPerImage):
 # each scene as seven classes, its objects in reading order (the left or upper one first).
-SCENE_SLOTS = ("colour", "shape", "size") * 2 + ("axis",)
+OBJECT_ATTRIBUTES = ("colour", "shape", "size")
+SCENE_SLOTS = OBJECT_ATTRIBUTES * 2 + ("axis",)
 SCENE_CLASSES = max(len(COLOURS), len(SHAPES), len(SIZES))
 
 

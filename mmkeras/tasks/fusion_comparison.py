@@ -1,4 +1,4 @@
-"""The seven fusions and the two blind baselines compared on one task: the same examples,
+"""The eight fusions and the two blind baselines compared on one task: the same examples,
 one classifier each.
 
 Introduced in ``04_multimodal_tasks.ipynb``; ``python -m mmkeras fusion`` runs
