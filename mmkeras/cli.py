@@ -18,6 +18,7 @@ from mmkeras.config import (
     ENCODERS,
     FUSIONS,
     GENERATORS,
+    TASK_EPOCHS,
     TASKS,
     AutoencoderConfig,
     RetrievalConfig,
@@ -627,7 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--fusion", choices=(*FUSIONS, *BLIND_BASELINES), default=TaskConfig.fusion,
                              help="how the image and text branches meet (text_only, image_only: "
                                   "the blind baselines)")
-        command.add_argument("--epochs", type=_positive, default=TaskConfig.epochs)
+        command.add_argument("--epochs", type=_positive, help=f"default {TASK_EPOCHS[task]}")
         command.add_argument("--about-weight", type=_non_negative_float, default=TaskConfig.about_weight,
                              help="weight of the training-only target 'which object is each text "
                                   f"about', beside the answers' 1 (default {TaskConfig.about_weight})")

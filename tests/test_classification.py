@@ -13,12 +13,14 @@ from mmkeras.data.images import images_in_memory
 from mmkeras.data.text import build_vectorizer, vectorizer_vocabulary
 from mmkeras.tasks import classification, matching, vqa
 from mmkeras.tasks.examples import (
+    OBJECT_ATTRIBUTES,
     SCENE_CLASSES,
     SCENE_SLOTS,
     Examples,
     about_targets,
     caption_about,
     example_dataset,
+    mention_targets,
     scene_targets,
     texts_per_image_dataset,
 )
@@ -144,6 +146,15 @@ def test_questions_and_captions_say_which_objects_they_are_about():
         assert [caption_about(caption, scene) for caption in shapes.captions_for(scene)] == [
             circle_flags, square_flags, circle_flags, circle_flags, square_flags]
         assert caption_about("a red triangle above a blue square", scene) == [0, 0]
+        # One word changed: about no object, unless only the relation changed.
+        true_caption = shapes.captions_for(scene)[0]
+        relation = scene.relation
+        for changed in (true_caption.replace("small red", "large red"),
+                        true_caption.replace("large blue", "small blue"),
+                        true_caption.replace("blue square", "green square")):
+            assert caption_about(changed, scene) == [0, 0], changed
+        other_relation = "above" if relation != "above" else "below"
+        assert caption_about(true_caption.replace(relation, other_relation), scene) == circle_flags
 
 
 def test_vqa_and_matching_examples_carry_what_each_text_is_about(splits):
@@ -217,6 +228,64 @@ def test_object_slots_are_read_back_by_one_reader_in_reading_order():
     swapped = np.asarray(trainer._read_scene(slots[:, [1, 0, 2]], training=False))
     assert scene.shape == (2, len(SCENE_SLOTS), SCENE_CLASSES)
     np.testing.assert_allclose(swapped, scene[:, [3, 4, 5, 0, 1, 2, 6]], rtol=1e-5, atol=1e-6)
+
+
+def test_each_query_is_read_back_by_the_slots_reader_as_the_object_its_caption_names():
+    """What a query says of the object it names is read in the very terms of the slots
+    (one reader): the comparison of a stated size with a seen one needs both in one place."""
+    from mmkeras.tasks.fusion import SeveralTextsPerImage, build_fused_classifier
+    keras.utils.set_random_seed(0)
+    classifier = build_fused_classifier(["", "[UNK]", "a", "b"], 5, 2, "objects", units=16)
+    trainer = SeveralTextsPerImage(classifier, reads_mentions=True)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 64, 64, 3)).astype("uint8")
+    texts = rng.integers(1, 4, (2, 3, 5)).astype("int32")
+    mentions = np.asarray(trainer({"image": images, "text": texts})["mentions"])
+    assert mentions.shape == (2, 3, 2, len(OBJECT_ATTRIBUTES), SCENE_CLASSES)
+    head = classifier.get_layer("fusion_head")
+    queries = keras.Model(head.inputs, [head.get_layer(f"{role}_query").output for role in ("first", "second")])
+    encoded = np.repeat(np.asarray(classifier.get_layer("image_encoder")(images)), 3, axis=0)
+    for role, query in enumerate(queries.predict([encoded, texts.reshape(6, 5)], verbose=0)):
+        read = np.asarray(trainer.object_reader(query)).reshape(2, 3, len(OBJECT_ATTRIBUTES), SCENE_CLASSES)
+        np.testing.assert_allclose(mentions[:, :, role], read, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="objects"):
+        SeveralTextsPerImage(build_fused_classifier(["", "[UNK]", "a"], 5, 2, "film", units=16),
+                             reads_mentions=True)
+
+
+def test_mention_targets_are_the_objects_a_caption_names_in_its_order():
+    circle = shapes.SceneObject("small", "red", "circle")
+    square = shapes.SceneObject("large", "blue", "square")
+    scene = shapes.Scene(circle, square, "above")
+    red, blue = list(shapes.COLOURS).index("red"), list(shapes.COLOURS).index("blue")
+    small, large = list(shapes.SIZES).index("small"), list(shapes.SIZES).index("large")
+    as_circle = [red, list(shapes.SHAPES).index("circle")]
+    as_square = [blue, list(shapes.SHAPES).index("square")]
+    # The five templates: both sizes; both, the square named first; none; the first's; none.
+    assert [mention_targets(caption) for caption in shapes.captions_for(scene)] == [
+        [as_circle + [small], as_square + [large]], [as_square + [large], as_circle + [small]],
+        [as_circle + [-1], as_square + [-1]], [as_circle + [small], as_square + [-1]],
+        [as_square + [-1], as_circle + [-1]]]
+    with pytest.raises(ValueError, match="names 1"):
+        mention_targets("what size is the red circle")
+
+
+def test_matching_batches_carry_what_each_caption_names(splits):
+    split = splits["val"]
+    examples = matching.matching_examples(split, seed=0, pairs_per_image=2)
+    vectorizer = build_vectorizer(examples.texts, classification.MAX_TEXT_LENGTH)
+    vocabulary = np.array(vectorizer_vocabulary(vectorizer))
+    scenes = scene_targets(shapes.scenes_of(split))
+    inputs, labels, weights = next(iter(texts_per_image_dataset(
+        images_in_memory(split, 64), examples, scenes, vectorizer, 4, 4, with_mentions=True)))
+    assert labels["mentions"].shape == (4, 4, 2, 3) and weights["mentions"].shape == (4, 4, 2, 3)
+    for image in range(4):
+        for text, ids in enumerate(inputs["text"].numpy()[image]):
+            caption = " ".join(w for w in vocabulary[ids] if w not in ("", "[end]"))
+            np.testing.assert_array_equal(labels["mentions"][image, text], mention_targets(caption))
+    with pytest.raises(ValueError, match="with_mentions"):
+        texts_per_image_dataset(images_in_memory(split, 64), vqa.vqa_examples(split, None, seed=1), scenes,
+                                vectorizer, 4, 6, with_mentions=True)
 
 
 @pytest.mark.parametrize("task", ["vqa", "match"])

@@ -100,6 +100,38 @@ def test_false_captions_are_false_and_come_beside_their_caption(small_shapes):
         assert twin == false_captions[image][index]
 
 
+def test_scene_labels_are_those_of_the_caption_picked_and_each_tower_is_asked_them(small_shapes):
+    from mmkeras.data.folder import load_captions
+    from mmkeras.data.text import build_vectorizer, vectorizer_vocabulary
+    from mmkeras.tasks.examples import SCENE_CLASSES, SCENE_SLOTS, said_scene_targets, scene_targets
+    split = load_captions(small_shapes)["train"]
+    scenes = retrieval.shapes_scenes(split)
+    vectorizer = build_vectorizer([c for refs in split.captions for c in refs], 14)
+    vocabulary = np.array(vectorizer_vocabulary(vectorizer))
+    batch = len(split)
+    inputs, labels = next(iter(retrieval.retrieval_dataset(
+        split, vectorizer, 64, batch, shuffle=True, seed=3,
+        false_captions=retrieval.false_captions_of(split, seed=0), scenes=scenes)))
+    assert labels["logits"].numpy().tolist() == list(range(batch))
+    said_sizes = set()
+    for row in range(batch):
+        caption = " ".join(w for w in vocabulary[inputs["text"].numpy()[row]] if w not in ("", "[start]", "[end]"))
+        image = next(i for i, refs in enumerate(split.captions) if caption in refs and
+                     np.array_equal(labels["image_scene"][row], scene_targets([scenes[i]])[0]))
+        said = said_scene_targets([caption], [scenes[image]])[0]
+        np.testing.assert_array_equal(labels["text_scene"][row], said)
+        said_sizes.add(int((said == -1).sum()))
+    assert said_sizes == {0, 1, 2}  # captions that say both sizes, one, none were all picked
+
+    model, _, _ = retrieval.build_dual_encoder(vectorizer_vocabulary(vectorizer), 15)
+    trainer = retrieval.DualEncoderTrainer(model, scene_readers=True)
+    outputs = trainer(inputs)
+    assert outputs["logits"].shape == (batch, 2 * batch)  # own captions, then the false twins
+    for tower in ("image", "text"):
+        assert outputs[f"{tower}_scene"].shape == (batch, len(SCENE_SLOTS), SCENE_CLASSES)
+    assert retrieval.DualEncoderTrainer(model)(inputs).shape == (batch, 2 * batch)
+
+
 def test_contrastive_logits_scale_cosine_similarities():
     layer = layers.ContrastiveLogits()
     vectors = np.eye(3, dtype="float32")

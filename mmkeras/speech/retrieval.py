@@ -35,9 +35,15 @@ from mmkeras.data.spoken import SAMPLE_RATE, SpokenSplit, clip_length_for, read_
 from mmkeras.errors import UserError
 from mmkeras.nn.audio import build_audio_encoder
 from mmkeras.nn.layers import ContrastiveLogits, LearnedQueries
-from mmkeras.nn.losses import SymmetricContrastiveLoss
-from mmkeras.tasks.examples import SCENE_CLASSES, SCENE_SLOTS, said_scene_targets, scene_targets
-from mmkeras.tasks.retrieval import any_match_recall, build_image_tower, describes_matrix, recall_at_k
+from mmkeras.tasks.examples import said_scene_targets, scene_targets
+from mmkeras.tasks.retrieval import (
+    DualEncoderTrainer,
+    any_match_recall,
+    build_image_tower,
+    compile_dual_encoder_trainer,
+    describes_matrix,
+    recall_at_k,
+)
 
 # The audio tower's attention pooling: the vectors it pools a clip's frames into, about one
 # for each word that tells scenes apart (two colours, two shapes, two sizes, the relation).
@@ -99,34 +105,6 @@ def speech_image_dataset(audio: np.ndarray, split: SpokenSplit, image_size: int,
                  "audio_scene": audio_scenes})
 
     return pairs.batch(batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
-
-
-class WithSceneReaders(keras.Model):
-    """Trains a speech-image encoder with a scene reader on each tower, beside the
-    contrastive logits: a hidden layer, then each of :data:`SCENE_SLOTS`' classes, read
-    from the tower's last hidden vector, before the projection (a reader of the unit vectors
-    themselves had learnt next to nothing in two epochs). Only for training; what is saved
-    is the encoder."""
-
-    def __init__(self, encoder: keras.Model, units: int = 128, **kwargs):
-        super().__init__(**kwargs)
-        self.contrastive_logits = encoder.get_layer("contrastive_logits")
-        self.towers = {}
-        for name, hidden in (("image", "image_hidden"), ("audio", "audio_hidden")):
-            tower = encoder.get_layer(f"{name}_tower")
-            self.towers[name] = keras.Model(tower.input, [tower.get_layer(hidden).output, tower.output],
-                                            name=f"{name}_tower_and_hidden")
-        self.scene_readers = {name: keras.Sequential([
-            layers.Dense(units, activation="relu"), layers.Dense(len(SCENE_SLOTS) * SCENE_CLASSES),
-            layers.Reshape((len(SCENE_SLOTS), SCENE_CLASSES))], name=f"{name}_scene_reader")
-            for name in self.towers}
-
-    def call(self, inputs, training=False):
-        outputs, vectors = {}, {}
-        for name, tower in self.towers.items():
-            hidden, vectors[name] = tower(inputs[name], training=training)
-            outputs[f"{name}_scene"] = self.scene_readers[name](hidden, training=training)
-        return {"logits": self.contrastive_logits([vectors["image"], vectors["audio"]]), **outputs}
 
 
 def speech_retrieval_scores(split: SpokenSplit, image_vectors: np.ndarray, audio_vectors: np.ndarray,
@@ -196,14 +174,11 @@ def train_speech_to_image(config: SpeechToImageConfig, verbose: int | str = "aut
                                                                      config.embedding_dim, config.units)
         if recogniser is not None:
             start_from_recogniser(audio_tower, recogniser, config.audio_encoder_from)
-        trainer = WithSceneReaders(model, config.units, name="with_scene_readers")
-        scene_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1)
-        trainer.compile(optimizer=runs.optimizer(config.learning_rate,
-                                                 epochs * math.ceil(len(train_split) / config.batch_size)),
-                        loss={"logits": SymmetricContrastiveLoss(), "image_scene": scene_loss,
-                              "audio_scene": scene_loss},
-                        loss_weights={"logits": 1.0, "image_scene": config.scene_weight,
-                                      "audio_scene": config.scene_weight})
+        trainer = DualEncoderTrainer(model, texts="audio", scene_readers=True, units=config.units,
+                                     name="dual_encoder_trainer")
+        compile_dual_encoder_trainer(trainer, config.learning_rate,
+                                     epochs * math.ceil(len(train_split) / config.batch_size),
+                                     config.scene_weight)
         started = time.perf_counter()
         history = runs.fit(
             trainer, speech_image_dataset(audio["train"], train_split, image_size, config.batch_size,

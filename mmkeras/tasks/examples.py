@@ -12,7 +12,16 @@ import numpy as np
 import tensorflow as tf
 
 from mmkeras.data.images import AUTOTUNE
-from mmkeras.data.shapes import COLOURS, SHAPES, SIZES, Scene, SceneObject, reading_order, sizes_said
+from mmkeras.data.shapes import (
+    COLOURS,
+    SHAPES,
+    SIZES,
+    Scene,
+    SceneObject,
+    read_caption,
+    reading_order,
+    sizes_said,
+)
 from mmkeras.data.text import add_start_end
 
 
@@ -26,6 +35,8 @@ class Examples:
     kinds: np.ndarray  # VQA: the question type; matching: "true" or what was changed
     # Training's second target (SeveralTextsPerImage): about_targets of each text, (n, 2).
     about: np.ndarray | None = None
+    # Matching's captions: mention_targets of each, (n, 2, 3); None for questions.
+    mentions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -52,10 +63,24 @@ _NAMED_OBJECT = re.compile(rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
 
 def caption_about(caption: str, scene: Scene) -> list[int]:
     """:func:`about_targets` of the object a caption names first, the subject of its
-    relation as written (neither object where the scene lacks that colour and shape)."""
+    relation as written, when the scene holds both objects the caption names as it states
+    them (colour, shape, and size where it says one); neither object otherwise.
+
+    So a caption with one word changed is about no object of the scene: "a large red
+    circle" is not the small red circle, the comparison the answers alone teach slowest
+    (matching's changed sizes stayed at 0.03 while the subject was known by colour and
+    shape alone).
+    """
+    reading = read_caption(caption)
+    if reading is None or not all(_holds_as_stated(named, scene) for named in (reading.first, reading.second)):
+        return [0, 0]
     named = _NAMED_OBJECT.search(caption)
-    subject = () if named is None else (SceneObject(None, named[1], named[2]),)
-    return about_targets(subject, scene)
+    return about_targets((SceneObject(None, named[1], named[2]),), scene)
+
+
+def _holds_as_stated(named: SceneObject, scene: Scene) -> bool:
+    return any((named.colour, named.shape) == (obj.colour, obj.shape) and named.size in (None, obj.size)
+               for obj in scene.objects)
 
 
 def example_dataset(images: np.ndarray, examples: Examples, vectorizer, batch_size: int,
@@ -108,13 +133,33 @@ def said_scene_targets(captions: list[str], scenes: list[Scene]) -> np.ndarray:
     return targets
 
 
+_MENTION = re.compile(rf"\b(?:({'|'.join(SIZES)}) )?({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
+
+
+def mention_targets(caption: str) -> list[list[int]]:
+    """The two objects a caption names, in the order it names them, each as its colour,
+    shape and size classes (:func:`scene_targets`' classes; -1, a class no loss counts, for
+    a size it leaves out).
+
+    What each of the object-slot model's two queries learns to read back in training, with
+    the reader of the slots (:class:`mmkeras.tasks.fusion.SeveralTextsPerImage`): so a query
+    says "a large red circle" in the terms a slot says what it holds, sizes included.
+    """
+    named = _MENTION.findall(caption)
+    if len(named) != 2:
+        raise ValueError(f"a caption names two objects; {caption!r} names {len(named)}")
+    return [[list(COLOURS).index(colour), list(SHAPES).index(shape), list(SIZES).index(size) if size else -1]
+            for size, colour, shape in named]
+
+
 def texts_per_image_dataset(images: np.ndarray, examples: Examples, scenes: np.ndarray, vectorizer,
                             batch_size: int, texts_per_image: int, shuffle: bool = False,
-                            seed: int | None = None) -> tf.data.Dataset:
+                            seed: int | None = None, with_mentions: bool = False) -> tf.data.Dataset:
     """Batches of ``batch_size`` images, each with all its texts: ``({"image": (b, ...),
     "text": (b, texts_per_image, words)}, {"answers": classes (b, texts_per_image),
     "about": each text's about_targets (b, texts_per_image, 2), "scene": the images'
-    scene_targets}, weights)``.
+    scene_targets}, weights)``; ``with_mentions``: and ``"mentions"``, each text's
+    mention_targets ``(b, texts_per_image, 2, 3)``.
 
     For :class:`mmkeras.tasks.fusion.SeveralTextsPerImage`, which reads each image once for
     all its texts. An image with fewer texts is padded with copies of its first, of weight 0.
@@ -133,18 +178,25 @@ def texts_per_image_dataset(images: np.ndarray, examples: Examples, scenes: np.n
     if examples.about is None:
         raise ValueError("texts_per_image_dataset needs examples with what each text is about")
     token_ids = vectorizer(add_start_end(examples.texts))[:, 1:].numpy()
-    data = tf.data.Dataset.from_tensor_slices(
-        (image_rows, token_ids[slots], examples.labels[slots], examples.about[slots], weights,
-         scenes[image_rows]))
+    per_image = {"image_row": image_rows, "text": token_ids[slots], "answers": examples.labels[slots],
+                 "about": examples.about[slots], "weight": weights, "scene": scenes[image_rows]}
+    if with_mentions:
+        if examples.mentions is None:
+            raise ValueError("with_mentions needs examples with the objects each text names")
+        per_image["mentions"] = examples.mentions[slots]
+    data = tf.data.Dataset.from_tensor_slices(per_image)
     if shuffle:
         data = data.shuffle(len(image_rows), seed=seed, reshuffle_each_iteration=True)
     image_table = tf.constant(images)
 
     @tf.autograph.experimental.do_not_convert  # as example_dataset's
-    def to_model_inputs(image_row, text, label, about, weight, scene):
-        return ({"image": tf.gather(image_table, image_row), "text": text},
-                {"answers": label, "about": about, "scene": scene},
-                {"answers": weight, "about": weight, "scene": tf.ones_like(scene, dtype=tf.float32)})
+    def to_model_inputs(row):
+        weight = row["weight"]
+        targets = {name: row[name] for name in ("answers", "about", "scene", "mentions") if name in row}
+        weights = {"answers": weight, "about": weight, "scene": tf.ones_like(row["scene"], dtype=tf.float32)}
+        if "mentions" in row:  # each text's weight for each of its attributes
+            weights["mentions"] = tf.broadcast_to(weight[..., None, None], tf.shape(row["mentions"]))
+        return {"image": tf.gather(image_table, row["image_row"]), "text": row["text"]}, targets, weights
 
     return data.batch(batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 

@@ -239,11 +239,14 @@ class SeveralTextsPerImage(keras.Model):
     for training; what is saved is the classifier.
     """
 
-    def __init__(self, classifier: keras.Model, **kwargs):
+    def __init__(self, classifier: keras.Model, reads_mentions: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.image_encoder = classifier.get_layer("image_encoder")
         # An encoder that gives object slots (the "objects" fusion) is read slot by slot.
         self.reads_slots = any(layer.name == "object_slots" for layer in self.image_encoder.layers)
+        if reads_mentions and not self.reads_slots:
+            raise ValueError("reads_mentions needs the object slots' queries (fusion 'objects')")
+        self.reads_mentions = reads_mentions
         if self.reads_slots:
             self.object_reader = layers.Dense(len(OBJECT_ATTRIBUTES) * SCENE_CLASSES, name="object_reader")
             self.layout_reader = layers.Dense(SCENE_CLASSES, name="layout_reader")
@@ -254,9 +257,11 @@ class SeveralTextsPerImage(keras.Model):
                 layers.Reshape((len(SCENE_SLOTS), SCENE_CLASSES))], name="scene_reader")
         # The fusion head's layers, with what its hidden layer reads as a second output.
         fusion_head = classifier.get_layer("fusion_head")
+        queries = [fusion_head.get_layer(f"{role}_query").output for role in ("first", "second")
+                   if reads_mentions]
         self.head_and_fused = keras.Model(
             fusion_head.inputs,
-            [fusion_head.output, fusion_head.get_layer("fused_hidden").input],
+            [fusion_head.output, fusion_head.get_layer("fused_hidden").input, *queries],
             name="fusion_head_and_fused")
         # A linear read, not one of the head's own layers: asked of the object slots' first
         # query alone, the about target left yes/no questions at 0.871 (0.997 this way).
@@ -267,12 +272,17 @@ class SeveralTextsPerImage(keras.Model):
         texts_per_image, words = texts.shape[1], texts.shape[2]
         encoded = self.image_encoder(inputs["image"], training=training)
         repeated = ops.repeat(encoded, texts_per_image, axis=0)  # image i, i, ..., then i + 1
-        logits, fused = self.head_and_fused([repeated, ops.reshape(texts, (-1, words))],
-                                            training=training)
+        logits, fused, *queries = self.head_and_fused([repeated, ops.reshape(texts, (-1, words))],
+                                                      training=training)
         about = self.about_reader(fused)
-        return {"answers": ops.reshape(logits, (-1, texts_per_image, logits.shape[-1])),
-                "about": ops.reshape(about, (-1, texts_per_image, 2)),
-                "scene": self._read_scene(encoded, training)}
+        outputs = {"answers": ops.reshape(logits, (-1, texts_per_image, logits.shape[-1])),
+                   "about": ops.reshape(about, (-1, texts_per_image, 2)),
+                   "scene": self._read_scene(encoded, training)}
+        if self.reads_mentions:  # each query read back by the slots' reader: the object it names
+            mentions = self.object_reader(ops.stack(queries, axis=1))
+            outputs["mentions"] = ops.reshape(
+                mentions, (-1, texts_per_image, 2, len(OBJECT_ATTRIBUTES), SCENE_CLASSES))
+        return outputs
 
     def _read_scene(self, encoded, training):
         if not self.reads_slots:

@@ -23,7 +23,7 @@ from mmkeras.data.shapes import (
     scenes_of,
 )
 from mmkeras.errors import UserError
-from mmkeras.tasks.examples import Examples, caption_about
+from mmkeras.tasks.examples import Examples, caption_about, mention_targets
 
 MATCH_CLASSES = ("no", "yes")
 CHANGES = ("colour", "shape", "size", "relation")
@@ -86,7 +86,7 @@ def matching_examples(split: CaptionSplit, seed: int, other_image_negatives: flo
                                 "forms; matching changes one word of those, and checks that the "
                                 "change makes the caption false")
     rng = np.random.default_rng(seed)
-    image_index, texts, labels, kinds, about = [], [], [], [], []
+    image_index, texts, labels, kinds, about, mentions = [], [], [], [], [], []
     for index, references in enumerate(split.captions):
         for _ in range(pairs_per_image):
             caption = references[rng.integers(len(references))]
@@ -104,5 +104,6 @@ def matching_examples(split: CaptionSplit, seed: int, other_image_negatives: flo
             labels += [MATCH_CLASSES.index("yes"), MATCH_CLASSES.index("no")]
             kinds += ["true", kind]
             about += [caption_about(text, scenes_here[index]) for text in (caption, false_caption)]
+            mentions += [mention_targets(text) for text in (caption, false_caption)]
     return Examples(np.array(image_index), texts, np.array(labels), np.array(kinds),
-                    np.array(about).reshape(-1, 2))
+                    np.array(about).reshape(-1, 2), np.array(mentions).reshape(-1, 2, 3))

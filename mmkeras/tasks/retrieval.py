@@ -41,6 +41,7 @@ from mmkeras.nn.image_encoders import build_image_encoder
 from mmkeras.nn.layers import ContrastiveLogits
 from mmkeras.nn.losses import SymmetricContrastiveLoss
 from mmkeras.nn.text_encoder import encode_text
+from mmkeras.tasks.examples import SCENE_CLASSES, SCENE_SLOTS, said_scene_targets, scene_targets
 from mmkeras.tasks.matching import mismatched_caption
 
 RECALL_AT = (1, 5, 10)
@@ -51,13 +52,15 @@ def build_dual_encoder(vocabulary: list[str], max_text_length: int, image_size: 
     """``(contrastive model, image tower, text tower)``; the towers share the model's weights.
 
     Image tower: the captioner's CNN encoder, flattened (where things are matters), to a
-    unit vector. Text tower: the shared text encoder, its last state to a unit vector.
+    unit vector. Text tower: the shared text encoder, its last state through a hidden
+    layer to a unit vector.
     """
     image = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     image_tower = build_image_tower(image_size, embedding_dim, units)
 
     text = keras.Input((max_text_length,), dtype="int32", name="text")
     _, text_vector = encode_text(text, vocabulary, units, units)
+    text_vector = layers.Dense(units, activation="relu", name="text_hidden")(text_vector)
     text_vector = layers.Dense(embedding_dim, name="text_projection")(text_vector)
     text_tower = keras.Model(text, layers.UnitNormalization()(text_vector), name="text_tower")
 
@@ -78,15 +81,19 @@ def build_image_tower(image_size: int = 64, embedding_dim: int = 64, units: int 
 
 def retrieval_dataset(split: CaptionSplit, vectorizer, image_size: int, batch_size: int,
                       shuffle: bool = True, seed: int | None = None,
-                      false_captions: list[list[str]] | None = None) -> tf.data.Dataset:
+                      false_captions: list[list[str]] | None = None,
+                      scenes: list[Scene] | None = None) -> tf.data.Dataset:
     """The captioner's pipeline (one random caption per image per epoch), relabelled.
 
     Inputs are the image and the caption's words after the start token; the label of the
     ``i``-th pair is ``i``, the column of its own caption in the batch's logits. With
     ``false_captions`` (one per caption, :func:`false_captions_of`), each pair also brings
-    the false twin of its caption, as ``"false_text"``.
+    the false twin of its caption, as ``"false_text"``. With ``scenes`` (the split's), the
+    labels are ``{"logits": i, "image_scene", "text_scene"}``: the scene each tower of
+    :class:`DualEncoderTrainer` learns to read (the picture's whole scene; what the
+    caption says of it, :func:`mmkeras.tasks.examples.said_scene_targets`).
     """
-    if false_captions is None:
+    if false_captions is None and scenes is None:
         pairs = caption_dataset(split, vectorizer, image_size, batch_size, shuffle=shuffle,
                                 seed=seed, prefetch=False)
 
@@ -96,61 +103,129 @@ def retrieval_dataset(split: CaptionSplit, vectorizer, image_size: int, batch_si
 
         return pairs.map(relabel, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
-    false_split = dataclasses.replace(split, captions=false_captions)
-    triples = tf.data.Dataset.zip(split_images(split, image_size),
-                                  tf.data.Dataset.from_tensor_slices(tokenize_references(split, vectorizer)),
-                                  tf.data.Dataset.from_tensor_slices(tokenize_references(false_split, vectorizer)))
+    # Per image: every caption (with its false twin, and what it says of the scene), one
+    # picked per epoch, the same one from each column; and the image's scene.
+    per_image = {"text": tokenize_references(split, vectorizer)}
+    if false_captions is not None:
+        per_image["false_text"] = tokenize_references(dataclasses.replace(split, captions=false_captions),
+                                                      vectorizer)
+    if scenes is not None:
+        captions = [c for refs in split.captions for c in refs]
+        caption_scenes = [scene for scene, refs in zip(scenes, split.captions) for _ in refs]
+        per_image["text_scene"] = tf.RaggedTensor.from_row_lengths(
+            said_scene_targets(captions, caption_scenes), [len(refs) for refs in split.captions])
+        per_image["image_scene"] = scene_targets(scenes)
+    data = tf.data.Dataset.zip(split_images(split, image_size), tf.data.Dataset.from_tensor_slices(per_image))
     if shuffle:
-        triples = triples.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+        data = data.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
 
-    def pick_one(image, references, false_references):
-        index = tf.random.uniform((), maxval=tf.shape(references)[0], dtype=tf.int32, seed=seed)
-        return image, references[index], false_references[index]  # a caption and its false twin
+    def pick_one(image, columns):
+        index = tf.random.uniform((), maxval=tf.shape(columns["text"])[0], dtype=tf.int32, seed=seed)
+        return image, {name: column if name == "image_scene" else column[index] for name, column in columns.items()}
 
-    def to_model_inputs(image, ids, false_ids):
-        return ({"image": image, "text": teacher_forcing(ids)[0], "false_text": teacher_forcing(false_ids)[0]},
-                tf.range(tf.shape(image)[0]))
+    def to_model_inputs(image, columns):
+        pairs = tf.range(tf.shape(image)[0])
+        inputs = {"image": image, **{name: teacher_forcing(columns[name])[0]
+                                     for name in ("text", "false_text") if name in columns}}
+        if scenes is None:
+            return inputs, pairs
+        return inputs, {"logits": pairs, "image_scene": columns["image_scene"],
+                        "text_scene": columns["text_scene"]}
 
-    return (triples.map(pick_one).batch(batch_size)
+    return (data.map(pick_one).batch(batch_size)
             .map(to_model_inputs, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE))
+
+
+def shapes_scenes(split: CaptionSplit) -> list[Scene] | None:
+    """Each image's scene where ``split`` is Shapes Captions with every caption in one of the
+    five forms (so that what each says of its scene is known); None for photos."""
+    try:
+        scenes = scenes_of(split)
+    except UserError:
+        return None
+    if any(read_caption(caption) is None for references in split.captions for caption in references):
+        return None
+    return scenes
 
 
 def false_captions_of(split: CaptionSplit, seed: int) -> list[list[str]] | None:
     """Each caption of a Shapes Captions split with one colour, shape or size word, or its
-    relation, changed (:func:`mmkeras.tasks.matching.mismatched_caption`); None for photos.
+    relation, changed (:func:`mmkeras.tasks.matching.mismatched_caption`); None for photos
+    (:func:`shapes_scenes`).
 
     In-batch negatives rarely differ from a caption in one word only, so without these a
     dual encoder learns which colours and shapes a scene has, and never where they are.
     """
-    try:
-        scenes_of(split)
-    except UserError:
+    if shapes_scenes(split) is None:
         return None
-    if any(read_caption(caption) is None for references in split.captions for caption in references):
-        return None  # a caption of another form: no change of it is known to be false
     rng = np.random.default_rng(seed)
     return [[mismatched_caption(caption, rng)[0] for caption in references]
             for references in split.captions]
 
 
-class WithFalseCaptions(keras.Model):
-    """Trains a dual encoder on batches that bring a false twin of each caption: the logits
-    are every image against the batch's captions, then against their false twins
-    (:class:`mmkeras.nn.losses.SymmetricContrastiveLoss` reads them so). Only for training;
-    what is saved is the dual encoder itself."""
+class DualEncoderTrainer(keras.Model):
+    """Trains a dual encoder (what is saved is the encoder itself, without this).
 
-    def __init__(self, dual_encoder: keras.Model, **kwargs):
+    The logits are every image against the batch's texts, then against their false twins
+    where the batch brings them (:class:`mmkeras.nn.losses.SymmetricContrastiveLoss` reads
+    them so). With ``scene_readers``, each tower also learns to read the scene from its last
+    hidden vector, before the projection: a hidden layer, then each of :data:`SCENE_SLOTS`'
+    classes (the picture shows all of the scene, a caption what it says of it). Outputs
+    then ``{"logits", "image_scene", "<texts>_scene"}``. From "is this text this picture?"
+    alone, each tower has to find by itself which object is which; told the scene, it
+    lays each object's colour, shape and size out in reading order within an epoch or two,
+    and the projection has only to align two readings of one scene.
+
+    ``texts`` names the second tower (``"text"``, or ``"audio"`` for speech): its layers
+    are ``{texts}_tower`` and, inside it, ``{texts}_hidden``.
+    """
+
+    def __init__(self, dual_encoder: keras.Model, texts: str = "text", scene_readers: bool = False,
+                 units: int = 128, **kwargs):
         super().__init__(**kwargs)
-        self.image_tower = dual_encoder.get_layer("image_tower")
-        self.text_tower = dual_encoder.get_layer("text_tower")
+        self.texts = texts
         self.contrastive_logits = dual_encoder.get_layer("contrastive_logits")
+        self.towers = {}
+        for name in ("image", texts):
+            tower = dual_encoder.get_layer(f"{name}_tower")
+            self.towers[name] = keras.Model(tower.input, [tower.get_layer(f"{name}_hidden").output, tower.output],
+                                            name=f"{name}_tower_and_hidden")
+        # (A reader of the unit vectors themselves had learnt next to nothing in two epochs.)
+        self.scene_readers = {name: keras.Sequential([
+            layers.Dense(units, activation="relu"), layers.Dense(len(SCENE_SLOTS) * SCENE_CLASSES),
+            layers.Reshape((len(SCENE_SLOTS), SCENE_CLASSES))], name=f"{name}_scene_reader")
+            for name in self.towers} if scene_readers else {}
 
     def call(self, inputs, training=False):
-        texts = inputs["text"]
+        hidden, vectors = {}, {}
+        for name, tower in self.towers.items():
+            hidden[name], vectors[name] = tower(inputs[name], training=training)
+        text_vectors = vectors[self.texts]
         if "false_text" in inputs:  # (validation batches have none)
-            texts = ops.concatenate([texts, inputs["false_text"]], axis=0)
-        return self.contrastive_logits([self.image_tower(inputs["image"], training=training),
-                                        self.text_tower(texts, training=training)])
+            false_vectors = self.towers[self.texts](inputs["false_text"], training=training)[1]
+            text_vectors = ops.concatenate([text_vectors, false_vectors], axis=0)
+        logits = self.contrastive_logits([vectors["image"], text_vectors])
+        if not self.scene_readers:
+            return logits
+        return {"logits": logits, **{f"{name}_scene": reader(hidden[name], training=training)
+                                     for name, reader in self.scene_readers.items()}}
+
+
+def compile_dual_encoder_trainer(trainer: DualEncoderTrainer, learning_rate: float, decay_steps: int,
+                                 scene_weight: float) -> None:
+    """Adam with the runs' schedule; the symmetric contrastive loss, and beside it, where
+    the trainer reads scenes, each tower's scene at ``scene_weight`` (an unsaid size, class
+    -1, costs nothing)."""
+    optimizer = runs.optimizer(learning_rate, decay_steps)
+    if not trainer.scene_readers:
+        trainer.compile(optimizer=optimizer, loss=SymmetricContrastiveLoss())
+        return
+    scene_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1)
+    trainer.compile(optimizer=optimizer,
+                    loss={"logits": SymmetricContrastiveLoss(),
+                          **{f"{name}_scene": scene_loss for name in trainer.scene_readers}},
+                    loss_weights={"logits": 1.0, **{f"{name}_scene": scene_weight
+                                                    for name in trainer.scene_readers}})
 
 
 def caption_ids(captions: list[str], vectorizer) -> tf.Tensor:
@@ -315,18 +390,23 @@ def train_retrieval(config: RetrievalConfig, verbose: int | str = "auto", progre
         model, image_tower, text_tower = build_dual_encoder(
             vectorizer_vocabulary(vectorizer), max_caption_length + 1, image_size,
             config.embedding_dim, config.units)
-        decay_steps = epochs * math.ceil(len(train_split) / config.batch_size)
-        trainer = WithFalseCaptions(model, name="with_false_captions")
-        trainer.compile(optimizer=runs.optimizer(config.learning_rate, decay_steps),
-                        loss=SymmetricContrastiveLoss())
         false_captions = false_captions_of(train_split, config.seed) if config.false_captions else None
+        scenes = {name: shapes_scenes(splits[name]) for name in ("train", "val")}
+        reads_scenes = config.scene_weight > 0 and None not in scenes.values()
+        if not reads_scenes:
+            scenes = {"train": None, "val": None}
+        trainer = DualEncoderTrainer(model, scene_readers=reads_scenes, units=config.units,
+                                     name="dual_encoder_trainer")
+        compile_dual_encoder_trainer(trainer, config.learning_rate,
+                                     epochs * math.ceil(len(train_split) / config.batch_size),
+                                     config.scene_weight)
         started = time.perf_counter()
         history = runs.fit(
             trainer,
             retrieval_dataset(train_split, vectorizer, image_size, config.batch_size, seed=config.seed,
-                              false_captions=false_captions),
+                              false_captions=false_captions, scenes=scenes["train"]),
             retrieval_dataset(splits["val"], vectorizer, image_size, config.batch_size, shuffle=False,
-                              seed=config.seed),
+                              seed=config.seed, scenes=scenes["val"]),
             out, epochs, verbose)
         fit_seconds = time.perf_counter() - started
 
