@@ -235,8 +235,11 @@ class SeveralTextsPerImage(keras.Model):
     the answers alone take many. And a linear read of the fused image and text, before the
     head's hidden layer: which of the two objects the text is about
     (:func:`mmkeras.tasks.examples.about_targets`): the half of "is the red circle left of
-    the blue square" that the answers teach slowly, and the two terms of "how many". Only
-    for training; what is saved is the classifier.
+    the blue square" that the answers teach slowly, and the two terms of "how many". With
+    ``reads_mentions`` (matching on object slots), ``"mentions"`` too, ``(batch, texts, 2,
+    3, classes)``: each query read back by the slots' reader as the object its caption names
+    (:func:`mmkeras.tasks.examples.mention_targets`). Only for training; what is saved is
+    the classifier.
     """
 
     def __init__(self, classifier: keras.Model, reads_mentions: bool = False, **kwargs):
