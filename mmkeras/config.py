@@ -65,6 +65,12 @@ class TrainConfig:
     smoke: bool = False
 
 
+# Each task's default epochs. VQA: about 6 minutes on a 2-core Intel Xeon, 11 on a 2-core AMD
+# EPYC. Matching: 12, not 8: with 8 its changed relations stopped at 0.82 (0.98 with 12; one
+# run each, Intel Xeon, 2026-12-07); 9 minutes on the Xeon, about 15 on the AMD EPYC.
+TASK_EPOCHS = {"vqa": 8, "match": 12}
+
+
 @dataclass
 class TaskConfig:
     """Everything a VQA or matching run depends on; saved beside its model."""
@@ -80,9 +86,10 @@ class TaskConfig:
     # Training texts per image: the image encoder reads an image once for all of them, so
     # six cost little more than one, and each epoch teaches six times as much.
     questions_per_image: int = 6  # VQA: each type the scene answers, then more yes/no
-    pairs_per_image: int = 6  # matching: true captions, each beside a false one (3: 0.849, 6: 0.902)
+    pairs_per_image: int = 6  # matching: true captions, each beside a false one (8 epochs, before
+    # the mention target: 3 gave 0.849, 6 gave 0.902)
     # The weight of training's second target, which object each text is about
-    # (mmkeras.tasks.examples.about_targets), beside the answers' 1. Measured in the default
+    # (mmkeras.tasks.examples.about_targets), beside the answers' 1. Measured in VQA's default
     # 8 epochs on the 2-core AMD EPYC, 2026-12-07, one run each: with object slots, VQA 0.990
     # (every type 0.98 or more). With film_attention, the old default, it was fragile:
     # weighted 0.2, 0.945 (yes/no 0.76); weighted 1, 0.872 in 8 epochs, 0.864 in 9, 0.994 in
@@ -101,12 +108,6 @@ class TaskConfig:
     def __post_init__(self):
         if self.epochs is None and self.task in TASK_EPOCHS:
             self.epochs = TASK_EPOCHS[self.task]
-
-
-# Each task's default epochs. VQA: about 6 minutes on a 2-core Intel Xeon, 11 on a 2-core AMD
-# EPYC. Matching: 12, not 8: with 8 its changed relations stopped at 0.82 (0.98 with 12; one
-# run each, Intel Xeon, 2026-12-07); 9 minutes on the Xeon, about 15 on the AMD EPYC.
-TASK_EPOCHS = {"vqa": 8, "match": 12}
 
 
 @dataclass

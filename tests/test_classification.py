@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from mmkeras.config import TaskConfig
+from mmkeras.config import TASK_EPOCHS, TaskConfig
 from mmkeras.data import shapes
 from mmkeras.data.folder import load_captions
 from mmkeras.data.images import images_in_memory
@@ -243,7 +243,8 @@ def test_each_query_is_read_back_by_the_slots_reader_as_the_object_its_caption_n
     mentions = np.asarray(trainer({"image": images, "text": texts})["mentions"])
     assert mentions.shape == (2, 3, 2, len(OBJECT_ATTRIBUTES), SCENE_CLASSES)
     head = classifier.get_layer("fusion_head")
-    queries = keras.Model(head.inputs, [head.get_layer(f"{role}_query").output for role in ("first", "second")])
+    queries = keras.Model(head.inputs,
+                          [head.get_layer(f"{role}_query").output for role in ("first", "second")])
     encoded = np.repeat(np.asarray(classifier.get_layer("image_encoder")(images)), 3, axis=0)
     for role, query in enumerate(queries.predict([encoded, texts.reshape(6, 5)], verbose=0)):
         read = np.asarray(trainer.object_reader(query)).reshape(2, 3, len(OBJECT_ATTRIBUTES), SCENE_CLASSES)
@@ -277,8 +278,11 @@ def test_matching_batches_carry_what_each_caption_names(splits):
     vocabulary = np.array(vectorizer_vocabulary(vectorizer))
     scenes = scene_targets(shapes.scenes_of(split))
     inputs, labels, weights = next(iter(texts_per_image_dataset(
-        images_in_memory(split, 64), examples, scenes, vectorizer, 4, 4, with_mentions=True)))
-    assert labels["mentions"].shape == (4, 4, 2, 3) and weights["mentions"].shape == (4, 4, 2, 3)
+        images_in_memory(split, 64), examples, scenes, vectorizer, 4, 6, with_mentions=True)))
+    assert labels["mentions"].shape == (4, 6, 2, 3) and weights["mentions"].shape == (4, 6, 2, 3)
+    # Each text's weight for each of its attributes: the two padding texts of each image cost nothing.
+    np.testing.assert_array_equal(weights["mentions"][..., 0, 0], weights["answers"])
+    assert weights["answers"].numpy()[:, 4:].sum() == 0
     for image in range(4):
         for text, ids in enumerate(inputs["text"].numpy()[image]):
             caption = " ".join(w for w in vocabulary[ids] if w not in ("", "[end]"))
@@ -304,11 +308,14 @@ def test_train_task_writes_its_records_and_a_model_that_loads(task, tmp_path):
         assert losses[-1] < losses[0]
     else:  # a curriculum: epoch 1 on mixed negatives, epoch 2 on one-word negatives
         assert [row.split(",")[0] for row in (tmp_path / "history.csv").read_text().split()[1:]] == ["0", "1"]
+        assert "mentions_loss" in result["history"]  # the queries are read back in matching
+    assert "mentions_loss" not in result["history"] or task == "match"
     reloaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     assert reloaded.count_params() == metrics["parameters"]
     # The same record as every run writes: the settings, then facts about the run.
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["config"]["task"] == task and config["epochs_run"] == 2
+    assert config["config"]["epochs"] == TASK_EPOCHS[task]  # the task's own default
     assert "tensorflow" in config["versions"]
 
 

@@ -174,7 +174,7 @@ def train_speech_to_image(config: SpeechToImageConfig, verbose: int | str = "aut
                                                                      config.embedding_dim, config.units)
         if recogniser is not None:
             start_from_recogniser(audio_tower, recogniser, config.audio_encoder_from)
-        trainer = DualEncoderTrainer(model, texts="audio", scene_readers=True, units=config.units,
+        trainer = DualEncoderTrainer(model, second_tower="audio", scene_readers=True, units=config.units,
                                      name="dual_encoder_trainer")
         compile_dual_encoder_trainer(trainer, config.learning_rate,
                                      epochs * math.ceil(len(train_split) / config.batch_size),

@@ -77,7 +77,7 @@ def compile_for_training(classifier: keras.Model, learning_rate: float, decay_st
                          about_weight: float, reads_mentions: bool = False) -> keras.Model:
     """The classifier wrapped to read each image once for all its texts, compiled.
     ``reads_mentions``: the queries also read back as the objects each caption names."""
-    trainer = SeveralTextsPerImage(classifier, reads_mentions, name="several_texts_per_image")
+    trainer = SeveralTextsPerImage(classifier, reads_mentions=reads_mentions, name="several_texts_per_image")
     losses = {"answers": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
               "about": keras.losses.BinaryCrossentropy(from_logits=True),
               "scene": keras.losses.SparseCategoricalCrossentropy(from_logits=True)}
@@ -182,7 +182,8 @@ def train_task(config: TaskConfig, verbose: int | str = "auto", progress: bool =
                                             image_size=train_images.shape[1], units=config.units)
         # Matching's captions name their objects whole: on object slots, each query learns
         # to say the object it names as a slot would (sizes too, which the answers alone
-        # never taught: changed sizes stayed at 0.03).
+        # never taught: changed sizes stayed at 0.03). Only object slots have queries, so in
+        # `fusion --task match` the objects fusion alone gets this target.
         reads_mentions = config.task == "match" and config.fusion == "objects"
         trainer = compile_for_training(
             classifier, config.learning_rate,

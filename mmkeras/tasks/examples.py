@@ -72,7 +72,8 @@ def caption_about(caption: str, scene: Scene) -> list[int]:
     shape alone).
     """
     reading = read_caption(caption)
-    if reading is None or not all(_holds_as_stated(named, scene) for named in (reading.first, reading.second)):
+    named_objects = () if reading is None else (reading.first, reading.second)
+    if not named_objects or not all(_holds_as_stated(named, scene) for named in named_objects):
         return [0, 0]
     named = _NAMED_OBJECT.search(caption)
     return about_targets((SceneObject(None, named[1], named[2]),), scene)
@@ -194,7 +195,7 @@ def texts_per_image_dataset(images: np.ndarray, examples: Examples, scenes: np.n
         weight = row["weight"]
         targets = {name: row[name] for name in ("answers", "about", "scene", "mentions") if name in row}
         weights = {"answers": weight, "about": weight, "scene": tf.ones_like(row["scene"], dtype=tf.float32)}
-        if "mentions" in row:  # each text's weight for each of its attributes
+        if "mentions" in row:  # per attribute, so that a padding text costs nothing
             weights["mentions"] = tf.broadcast_to(weight[..., None, None], tf.shape(row["mentions"]))
         return {"image": tf.gather(image_table, row["image_row"]), "text": row["text"]}, targets, weights
 

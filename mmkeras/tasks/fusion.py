@@ -260,8 +260,8 @@ class SeveralTextsPerImage(keras.Model):
                 layers.Reshape((len(SCENE_SLOTS), SCENE_CLASSES))], name="scene_reader")
         # The fusion head's layers, with what its hidden layer reads as a second output.
         fusion_head = classifier.get_layer("fusion_head")
-        queries = [fusion_head.get_layer(f"{role}_query").output for role in ("first", "second")
-                   if reads_mentions]
+        queries = ([fusion_head.get_layer(f"{role}_query").output for role in ("first", "second")]
+                   if reads_mentions else [])
         self.head_and_fused = keras.Model(
             fusion_head.inputs,
             [fusion_head.output, fusion_head.get_layer("fused_hidden").input, *queries],
@@ -281,7 +281,7 @@ class SeveralTextsPerImage(keras.Model):
         outputs = {"answers": ops.reshape(logits, (-1, texts_per_image, logits.shape[-1])),
                    "about": ops.reshape(about, (-1, texts_per_image, 2)),
                    "scene": self._read_scene(encoded, training)}
-        if self.reads_mentions:  # each query read back by the slots' reader: the object it names
+        if self.reads_mentions:  # the slots' own reader: a query and a slot in the same terms
             mentions = self.object_reader(ops.stack(queries, axis=1))
             outputs["mentions"] = ops.reshape(
                 mentions, (-1, texts_per_image, 2, len(OBJECT_ATTRIBUTES), SCENE_CLASSES))

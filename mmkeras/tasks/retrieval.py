@@ -123,7 +123,8 @@ def retrieval_dataset(split: CaptionSplit, vectorizer, image_size: int, batch_si
 
     def pick_one(image, columns):
         index = tf.random.uniform((), maxval=tf.shape(columns["text"])[0], dtype=tf.int32, seed=seed)
-        return image, {name: column if name == "image_scene" else column[index] for name, column in columns.items()}
+        return image, {name: column if name == "image_scene" else column[index]
+                       for name, column in columns.items()}
 
     def to_model_inputs(image, columns):
         pairs = tf.range(tf.shape(image)[0])
@@ -173,25 +174,26 @@ class DualEncoderTrainer(keras.Model):
     them so). With ``scene_readers``, each tower also learns to read the scene from its last
     hidden vector, before the projection: a hidden layer, then each of :data:`SCENE_SLOTS`'
     classes (the picture shows all of the scene, a caption what it says of it). Outputs
-    then ``{"logits", "image_scene", "<texts>_scene"}``. From "is this text this picture?"
+    then ``{"logits", "image_scene", "<second_tower>_scene"}``. From "is this text this picture?"
     alone, each tower has to find by itself which object is which; told the scene, the
     picture's tower reads each object's colour, shape and size in reading order within a
     few epochs. (A caption's tower learns what its objects are, but less well which of them
     comes first in reading order: on the shapes its reader's loss stops near 0.39.)
 
-    ``texts`` names the second tower (``"text"``, or ``"audio"`` for speech): its layers
-    are ``{texts}_tower`` and, inside it, ``{texts}_hidden``.
+    ``second_tower`` names the tower beside the image's (``"text"``, or ``"audio"`` for
+    speech): its layers are ``{second_tower}_tower`` and, inside it, ``{second_tower}_hidden``.
     """
 
-    def __init__(self, dual_encoder: keras.Model, texts: str = "text", scene_readers: bool = False,
+    def __init__(self, dual_encoder: keras.Model, second_tower: str = "text", scene_readers: bool = False,
                  units: int = 128, **kwargs):
         super().__init__(**kwargs)
-        self.texts = texts
+        self.second_tower = second_tower
         self.contrastive_logits = dual_encoder.get_layer("contrastive_logits")
         self.towers = {}
-        for name in ("image", texts):
+        for name in ("image", second_tower):
             tower = dual_encoder.get_layer(f"{name}_tower")
-            self.towers[name] = keras.Model(tower.input, [tower.get_layer(f"{name}_hidden").output, tower.output],
+            self.towers[name] = keras.Model(tower.input,
+                                            [tower.get_layer(f"{name}_hidden").output, tower.output],
                                             name=f"{name}_tower_and_hidden")
         # (A reader of the unit vectors themselves had learnt next to nothing in two epochs.)
         self.scene_readers = {name: keras.Sequential([
@@ -203,9 +205,9 @@ class DualEncoderTrainer(keras.Model):
         hidden, vectors = {}, {}
         for name, tower in self.towers.items():
             hidden[name], vectors[name] = tower(inputs[name], training=training)
-        text_vectors = vectors[self.texts]
+        text_vectors = vectors[self.second_tower]
         if "false_text" in inputs:  # (validation batches have none)
-            false_vectors = self.towers[self.texts](inputs["false_text"], training=training)[1]
+            false_vectors = self.towers[self.second_tower](inputs["false_text"], training=training)[1]
             text_vectors = ops.concatenate([text_vectors, false_vectors], axis=0)
         logits = self.contrastive_logits([vectors["image"], text_vectors])
         if not self.scene_readers:
