@@ -174,15 +174,16 @@ def describes(caption: str, scene: Scene) -> bool:
     reading = read_caption(caption)
     if reading is None:
         raise ValueError(f"not a Shapes Captions caption: {caption!r}")
-
-    def matches(mention: SceneObject, obj: SceneObject) -> bool:
-        return (obj.colour, obj.shape) == (mention.colour, mention.shape) and \
-            mention.size in (None, obj.size)
-
     for subject, reference in (scene.objects, scene.objects[::-1]):
-        if matches(reading.first, subject) and matches(reading.second, reference):
+        if mentions(reading.first, subject) and mentions(reading.second, reference):
             return scene.holds(subject, reading.relation, reference)
     return False
+
+
+def mentions(mention: SceneObject, obj: SceneObject) -> bool:
+    """Whether ``mention`` (an object as a caption names it, its size None where left out)
+    names ``obj``: the same colour and shape, and the same size where one is said."""
+    return (obj.colour, obj.shape) == (mention.colour, mention.shape) and mention.size in (None, obj.size)
 
 
 def reading_order(scene: Scene) -> tuple[SceneObject, SceneObject]:

@@ -18,6 +18,7 @@ from mmkeras.data.shapes import (
     SIZES,
     Scene,
     SceneObject,
+    mentions,
     read_caption,
     reading_order,
     sizes_said,
@@ -58,7 +59,8 @@ def about_targets(about, scene: Scene) -> list[int]:
     return [int(obj.name in names) for obj in reading_order(scene)]
 
 
-_NAMED_OBJECT = re.compile(rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
+# An object as a caption names it: (size or None, colour, shape).
+_MENTION = re.compile(rf"\b(?:({'|'.join(SIZES)}) )?({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
 
 
 def caption_about(caption: str, scene: Scene) -> list[int]:
@@ -73,15 +75,11 @@ def caption_about(caption: str, scene: Scene) -> list[int]:
     """
     reading = read_caption(caption)
     named_objects = () if reading is None else (reading.first, reading.second)
-    if not named_objects or not all(_holds_as_stated(named, scene) for named in named_objects):
+    if not named_objects or not all(any(mentions(named, obj) for obj in scene.objects)
+                                    for named in named_objects):
         return [0, 0]
-    named = _NAMED_OBJECT.search(caption)
-    return about_targets((SceneObject(None, named[1], named[2]),), scene)
-
-
-def _holds_as_stated(named: SceneObject, scene: Scene) -> bool:
-    return any((named.colour, named.shape) == (obj.colour, obj.shape) and named.size in (None, obj.size)
-               for obj in scene.objects)
+    _, colour, shape = _MENTION.search(caption).groups()  # the first named, as written
+    return about_targets((SceneObject(None, colour, shape),), scene)
 
 
 def example_dataset(images: np.ndarray, examples: Examples, vectorizer, batch_size: int,
@@ -132,9 +130,6 @@ def said_scene_targets(captions: list[str], scenes: list[Scene]) -> np.ndarray:
         said = sizes_said(caption, scene)
         targets[row, [slot for slot, stated in zip(size_slots, said) if not stated]] = -1
     return targets
-
-
-_MENTION = re.compile(rf"\b(?:({'|'.join(SIZES)}) )?({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
 
 
 def mention_targets(caption: str) -> list[list[int]]:
