@@ -134,6 +134,9 @@ def cmd_evaluate(args) -> int:
                                           or model.name.startswith("fused_classifier")):
         raise UserError(f"--rerank and --samples choose among a captioner's captions; {args.model} "
                         f"is the model {model.name!r}")
+    if args.matcher and model.name != "dual_encoder":
+        raise UserError(f"--matcher re-ranks what a dual encoder retrieves; {args.model} "
+                        f"is the model {model.name!r}")
     if model.name == "dual_encoder":
         metrics = _evaluate_retrieval(model, args)
     elif model.name.startswith("fused_classifier"):
@@ -245,7 +248,7 @@ def _evaluate_retrieval(dual_encoder, args) -> dict:
     from mmkeras.tasks.retrieval import evaluate_retrieval
     _only_the_test_split(args)
     split = load_dataset(args.data, splits=("test",))[1]["test"]
-    metrics = evaluate_retrieval(dual_encoder, split)
+    metrics = evaluate_retrieval(dual_encoder, split, args.matcher)
     print(_recalls(metrics))
     return metrics
 
@@ -336,7 +339,7 @@ def cmd_task(args) -> int:
 def cmd_retrieval(args) -> int:
     from mmkeras.tasks.retrieval import train_retrieval
     config = RetrievalConfig(data=args.data, epochs=args.epochs, batch_size=args.batch_size,
-                             seed=args.seed, smoke=args.smoke, out=args.out)
+                             matcher=args.matcher, seed=args.seed, smoke=args.smoke, out=args.out)
     verbose = "auto" if sys.stdout.isatty() else 2
     result = train_retrieval(config, verbose=verbose)
     print(f"wrote {Path(config.out) / 'model.keras'}, config.json, history.csv, metrics.json")
@@ -353,6 +356,14 @@ def _recalls(metrics: dict) -> str:
             if key in metrics["chance"][direction] else f"R@{key[1:].replace('_', ' ')} {value:.3f}"
             for key, value in metrics[direction].items())
         lines.append(f"  {direction.replace('_', ' '):<14} {recalls}")
+    if "reranked" in metrics:
+        reranked = metrics["reranked"]
+        lines.append(f"re-ranked by {reranked['matcher']} (each one's {reranked['top']} nearest, "
+                     f"{reranked['seconds']:.0f} s):")
+        for direction in ("text_to_image", "image_to_text"):
+            recalls = "  ".join(f"R@{key[1:].replace('_', ' ')} {value:.3f}"
+                                for key, value in reranked[direction].items())
+            lines.append(f"  {direction.replace('_', ' '):<14} {recalls}")
     return "\n".join(lines)
 
 
@@ -511,6 +522,13 @@ def _add_rerank_arguments(command) -> None:
 SPOKEN_DATA_HELP = "'spoken' (Spoken Shapes, made on first use) or a Spoken Shapes folder"
 
 
+def _add_matcher_argument(command) -> None:
+    command.add_argument("--matcher", metavar="MATCH_MODEL",
+                         help="retrieval: a model.keras written by match; the test recalls are also "
+                              "given with each caption's 10 nearest images, and each image's 10 "
+                              "nearest captions, re-ranked by it (a two-stage retriever)")
+
+
 def _add_run_arguments(command, config_class, data_help: str = SPOKEN_DATA_HELP) -> None:
     """The flags a training run shares with the others, with its config's defaults."""
     command.add_argument("--data", default=config_class.data, help=data_help)
@@ -599,6 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=SPLITS, default="test")
     evaluate.add_argument("--beam", type=_positive, default=1, help="beam width (1: greedy)")
     _add_rerank_arguments(evaluate)
+    _add_matcher_argument(evaluate)
     evaluate.add_argument("--captioner", metavar="CAPTION_MODEL",
                           help="autoencoder only: a model written by train, to read back the pictures "
                                "drawn from speech")
@@ -648,6 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrieval.add_argument("--epochs", type=_positive, default=RetrievalConfig.epochs)
     retrieval.add_argument("--batch-size", type=_positive, default=RetrievalConfig.batch_size,
                            help="pairs per batch; every other caption in it is a negative")
+    _add_matcher_argument(retrieval)
     retrieval.add_argument("--seed", type=int, default=0)
     retrieval.add_argument("--out", default="runs/retrieval", help="folder for the model and records")
     retrieval.add_argument("--smoke", action="store_true", help="tiny data and 2 epochs")

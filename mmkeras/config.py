@@ -126,6 +126,10 @@ class RetrievalConfig:
     # Shapes Captions: the weight of each tower's reading of the scene, beside the contrastive
     # loss (mmkeras.tasks.retrieval.DualEncoderTrainer); 0 turns the readers off.
     scene_weight: float = 1.0
+    # A matching model's model.keras (`python -m mmkeras match`): the test recalls are also
+    # given with each caption's 10 nearest images (and each image's 10 nearest captions)
+    # re-ranked by it (mmkeras.tasks.retrieval.RERANK_TOP).
+    matcher: str | None = None
     seed: int = 0
     smoke: bool = False
     out: str = "runs/retrieval"

@@ -173,24 +173,44 @@ def test_vqa_prints_accuracy_per_question_type_beside_chance(tmp_path, small_sha
                                             ("accuracy", "chance", "by_kind", "n_examples")}}
 
 
+def _untrained_task_model(path, task: str):
+    """A fused classifier as `vqa` or `match` saves one, untrained (what its answers are
+    does not matter where it is only read)."""
+    from mmkeras.tasks.classification import MAX_TEXT_LENGTH, class_names
+    from mmkeras.tasks.fusion import build_fused_classifier
+    words = ["", "[UNK]", "a", "red", "circle", "left", "of", "blue", "square"]
+    build_fused_classifier(words, MAX_TEXT_LENGTH + 1, len(class_names(task)), "concat", units=8).save(path)
+    return path
+
+
 def test_retrieval_prints_recall_beside_chance(tmp_path, small_shapes, cli_run, capsys):
+    matcher = _untrained_task_model(tmp_path / "match.keras", "match")
+    out = tmp_path / "retrieval"
     completed = run_cli("retrieval", "--data", small_shapes, "--epochs", 1, "--batch-size", 8,
-                        "--out", tmp_path)
+                        "--matcher", matcher, "--out", out)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
     # 8 test images: chance of R@1 text to image is 1/8
     assert "R@1 {:.3f} (0.125)".format(metrics["text_to_image"]["r1"]) in completed.stdout
     assert {"r1", "r5", "r10", "r1_any", "r5_any", "r10_any"} == set(metrics["image_to_text"])
     # any image a caption is true of counts: never below the recall of its own image
     assert metrics["text_to_image"]["r1_any"] >= metrics["text_to_image"]["r1"]
+    # re-ranked by the matcher, beside the dual encoder's own recalls
+    reranked = metrics["reranked"]
+    assert reranked["matcher"] == str(matcher) and reranked["top"] == 10
+    assert f"re-ranked by {matcher}" in completed.stdout
+    for direction in ("text_to_image", "image_to_text"):
+        assert set(reranked[direction]) == set(metrics[direction])
+        assert reranked[direction]["r10"] == metrics[direction]["r10"]  # the same ten, re-ordered
 
-    completed = run_cli("evaluate", "--model", tmp_path / "model.keras", "--data", small_shapes,
-                        "--out", tmp_path / "evaluated.json")
+    completed = run_cli("evaluate", "--model", out / "model.keras", "--data", small_shapes,
+                        "--matcher", matcher, "--out", tmp_path / "evaluated.json")
     assert completed.returncode == 0, completed.stderr[-3000:]
     evaluated = json.loads((tmp_path / "evaluated.json").read_text())
     assert evaluated["task"] == "retrieval"
     for direction in ("text_to_image", "image_to_text"):
         assert evaluated[direction] == pytest.approx(metrics[direction], abs=1e-6), direction
+        assert evaluated["reranked"][direction] == pytest.approx(reranked[direction], abs=1e-6), direction
     for key in ("chance", "n_images", "n_captions"):
         assert evaluated[key] == metrics[key], key
 
@@ -200,7 +220,7 @@ def test_retrieval_prints_recall_beside_chance(tmp_path, small_shapes, cli_run, 
     images = [f"{data}/Images/test_0000{i}.png" for i in range(2)]
     from mmkeras import cli
     capsys.readouterr()
-    assert cli.main(["caption", "--model", str(captioner / "model.keras"), "--rerank", str(tmp_path / "model.keras"),
+    assert cli.main(["caption", "--model", str(captioner / "model.keras"), "--rerank", str(out / "model.keras"),
                      "--beam", "3", "--samples", "4", *images]) == 0
     assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == images
 
@@ -220,6 +240,21 @@ def test_rerank_asks_for_a_dual_encoder_and_candidates(cli_run, small_shapes, ca
     with pytest.raises(UserError, match="nothing to choose"):
         _reranker(Namespace(rerank=str(captioner), samples=0, beam=1))
     assert _reranker(Namespace(rerank=None, samples=0, beam=3)) is None
+
+
+def test_a_matcher_must_be_a_matching_model(tmp_path, cli_run, small_shapes, capsys):
+    """Found before training (the folder named by --out stays as it was), and before scoring."""
+    from mmkeras import cli
+    vqa_model = _untrained_task_model(tmp_path / "vqa.keras", "vqa")
+    assert cli.main(["retrieval", "--data", str(small_shapes), "--matcher", str(vqa_model),
+                     "--out", str(tmp_path / "retrieval")]) == 2
+    assert (f"--matcher {vqa_model}: expected a model.keras written by `python -m mmkeras match`, "
+            "found the model 'fused_classifier_concat' (a VQA model)") in capsys.readouterr().err
+    assert not (tmp_path / "retrieval").exists()
+    captioner = cli_run[0] / "model.keras"
+    assert cli.main(["evaluate", "--model", str(captioner), "--data", str(small_shapes),
+                     "--matcher", str(vqa_model)]) == 2
+    assert "--matcher re-ranks what a dual encoder retrieves" in capsys.readouterr().err
 
 
 def test_fusion_writes_one_row_per_fusion(tmp_path, small_shapes):
@@ -266,12 +301,9 @@ def test_tasks_on_data_that_are_not_shapes_captions_exit_2(tmp_path):
 
 def test_evaluate_of_a_task_model_on_photos_exits_2(tmp_path):
     """A VQA model scored on a folder with no scenes to ask about: one line, exit 2."""
-    from mmkeras.tasks.fusion import build_fused_classifier
-    from mmkeras.tasks.vqa import ANSWERS
-    build_fused_classifier(["", "[UNK]", "what"], 17, len(ANSWERS), "concat", units=8).save(
-        tmp_path / "vqa.keras")
+    vqa_model = _untrained_task_model(tmp_path / "vqa.keras", "vqa")
     data = _one_photo_folder(tmp_path)
-    completed = run_cli("evaluate", "--model", tmp_path / "vqa.keras", "--data", data)
+    completed = run_cli("evaluate", "--model", vqa_model, "--data", data)
     assert completed.returncode == 2, completed.stderr[-3000:]
     assert "Shapes Captions" in completed.stderr and "Traceback" not in completed.stderr
 

@@ -215,3 +215,43 @@ def test_dual_encoder_similarity_is_each_images_cosine_to_its_own_candidates():
         np.testing.assert_allclose(scores[row], expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(UserError, match="--image-size"):
         similarity(np.zeros((1, 32, 32, 3), np.uint8), [["a red circle"]])
+
+
+def test_rerank_top_orders_each_rows_nearest_by_the_margin_and_leaves_the_rest():
+    scores = np.array([[0.9, 0.1, 0.5, 0.3],
+                       [0.2, 0.8, 0.1, 0.7]])
+    asked = []
+
+    def margin(rows, columns):
+        asked.extend(zip(rows.tolist(), columns.tolist()))
+        # row 0 prefers its second-nearest (column 2); row 1's two nearest tie
+        return np.array([{(0, 0): 1.0, (0, 2): 5.0}.get((r, c), 0.0) for r, c in zip(rows, columns)])
+
+    reranked = retrieval.rerank_top(scores, margin, top=2)
+    assert sorted(asked) == [(0, 0), (0, 2), (1, 1), (1, 3)]  # only each row's two nearest
+    assert np.argsort(-reranked, axis=1).tolist() == [[2, 0, 3, 1], [1, 3, 0, 2]]  # ties keep their order
+    # the rest keep their scores, below the re-ranked ones
+    assert reranked[0, 3] == 0.3 and reranked[1, 0] == 0.2
+    assert reranked[:, :].max() > 0.9 and min(reranked[0, 2], reranked[0, 0]) > 0.9
+
+
+def test_a_matcher_that_knows_the_truth_lifts_r1_any_to_the_dual_encoders_r_top_any(small_shapes):
+    """With a margin that is 1 for every true (image, caption) pair, the re-ranked R@1 any is
+    the dual encoder's R@top any, each way; R@top itself does not change. A margin asked
+    about the wrong pairs (rows and columns swapped, captions of the wrong image) fails."""
+    from mmkeras.data.folder import load_captions
+    from mmkeras.data.shapes import describes, scenes_of
+    split = load_captions(small_shapes)["test"]
+    scenes = scenes_of(split)
+
+    def oracle(image_index, captions):
+        return np.array([float(describes(caption, scenes[i])) for i, caption in zip(image_index, captions)])
+
+    caption_image = np.repeat(np.arange(len(split)), [len(refs) for refs in split.captions])
+    similarity = np.random.default_rng(0).normal(size=(len(caption_image), len(split)))
+    dual = retrieval.recalls(split, similarity, caption_image)
+    reranked = retrieval.reranked_recalls(split, similarity, caption_image, oracle, top=5)
+    assert reranked["top"] == 5
+    for direction in ("text_to_image", "image_to_text"):
+        assert reranked[direction]["r1_any"] == dual[direction]["r5_any"] > dual[direction]["r1_any"]
+        assert reranked[direction]["r5"] == dual[direction]["r5"]

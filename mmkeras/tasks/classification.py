@@ -131,6 +131,33 @@ def text_vocabulary(classifier: keras.Model) -> list[str]:
     return embeddings[0].vocabulary if embeddings else ["", "[UNK]"]
 
 
+def load_matcher(path) -> keras.Model:
+    """A matching model saved by ``python -m mmkeras match``, for re-ranking retrieval."""
+    model = runs.load_model(path)
+    if not model.name.startswith("fused_classifier") or classifier_task(model) != "match":
+        raise UserError(f"--matcher {path}: expected a model.keras written by `python -m mmkeras match`, "
+                        f"found the model {model.name!r}"
+                        + (" (a VQA model)" if model.name.startswith("fused_classifier") else ""))
+    return model
+
+
+def match_margin(matcher: keras.Model, split: CaptionSplit):
+    """``margin(image_index, texts)``: for each text, how much surer ``matcher`` is of "yes"
+    than of "no" against the split's image ``image_index``. (The logits' difference orders the
+    pairs as P("yes") does, without the ties of probabilities that round to 1.)"""
+    images = images_in_memory(split, matcher.input["image"].shape[1])
+    vectorizer = vectorizer_for(text_vocabulary(matcher), matcher.input["text"].shape[1] - 1)
+    yes, no = MATCH_CLASSES.index("yes"), MATCH_CLASSES.index("no")
+
+    def margin(image_index, texts: list[str]) -> np.ndarray:
+        unlabelled = Examples(np.asarray(image_index), list(texts), np.zeros(len(texts), int),
+                              np.full(len(texts), "unlabelled"))
+        logits = matcher.predict(example_dataset(images, unlabelled, vectorizer, 512), verbose=0)
+        return logits[:, yes] - logits[:, no]
+
+    return margin
+
+
 def evaluate_classifier(classifier: keras.Model, data: str) -> dict:
     """A saved VQA or matching model's scores on the test split of ``data``.
 
