@@ -245,10 +245,12 @@ def _evaluate_classifier(classifier, args) -> dict:
 
 def _evaluate_retrieval(dual_encoder, args) -> dict:
     from mmkeras.data.catalog import load_dataset
+    from mmkeras.tasks.classification import load_matcher
     from mmkeras.tasks.retrieval import evaluate_retrieval
     _only_the_test_split(args)
+    matcher = load_matcher(args.matcher) if args.matcher else None  # before any data is made
     split = load_dataset(args.data, splits=("test",))[1]["test"]
-    metrics = evaluate_retrieval(dual_encoder, split, args.matcher)
+    metrics = evaluate_retrieval(dual_encoder, split, matcher, args.matcher)
     print(_recalls(metrics))
     return metrics
 
@@ -524,8 +526,8 @@ SPOKEN_DATA_HELP = "'spoken' (Spoken Shapes, made on first use) or a Spoken Shap
 
 def _add_matcher_argument(command) -> None:
     command.add_argument("--matcher", metavar="MATCH_MODEL",
-                         help="retrieval: a model.keras written by match; the test recalls are also "
-                              "given with each caption's 10 nearest images, and each image's 10 "
+                         help="a model.keras written by match: also give the dual encoder's test "
+                              "recalls with each caption's 10 nearest images, and each image's 10 "
                               "nearest captions, re-ranked by it (a two-stage retriever)")
 
 

@@ -173,18 +173,20 @@ def test_vqa_prints_accuracy_per_question_type_beside_chance(tmp_path, small_sha
                                             ("accuracy", "chance", "by_kind", "n_examples")}}
 
 
-def _untrained_task_model(path, task: str):
+def _untrained_task_model(path, task: str, image_size: int = 64):
     """A fused classifier as `vqa` or `match` saves one, untrained (what its answers are
     does not matter where it is only read)."""
     from mmkeras.tasks.classification import MAX_TEXT_LENGTH, class_names
     from mmkeras.tasks.fusion import build_fused_classifier
     words = ["", "[UNK]", "a", "red", "circle", "left", "of", "blue", "square"]
-    build_fused_classifier(words, MAX_TEXT_LENGTH + 1, len(class_names(task)), "concat", units=8).save(path)
+    build_fused_classifier(words, MAX_TEXT_LENGTH + 1, len(class_names(task)), "concat",
+                           image_size=image_size, units=8).save(path)
     return path
 
 
 def test_retrieval_prints_recall_beside_chance(tmp_path, small_shapes, cli_run, capsys):
-    matcher = _untrained_task_model(tmp_path / "match.keras", "match")
+    # the matcher reads its own image size, not the dual encoder's 64 px
+    matcher = _untrained_task_model(tmp_path / "match.keras", "match", image_size=32)
     out = tmp_path / "retrieval"
     completed = run_cli("retrieval", "--data", small_shapes, "--epochs", 1, "--batch-size", 8,
                         "--matcher", matcher, "--out", out)
@@ -201,7 +203,9 @@ def test_retrieval_prints_recall_beside_chance(tmp_path, small_shapes, cli_run, 
     assert f"re-ranked by {matcher}" in completed.stdout
     for direction in ("text_to_image", "image_to_text"):
         assert set(reranked[direction]) == set(metrics[direction])
-        assert reranked[direction]["r10"] == metrics[direction]["r10"]  # the same ten, re-ordered
+    # 8 test images: each caption's 10 nearest are all of them; each image's 10 nearest
+    # captions (of 40) are the same ten, re-ordered
+    assert reranked["image_to_text"]["r10"] == metrics["image_to_text"]["r10"]
 
     completed = run_cli("evaluate", "--model", out / "model.keras", "--data", small_shapes,
                         "--matcher", matcher, "--out", tmp_path / "evaluated.json")
@@ -255,6 +259,22 @@ def test_a_matcher_must_be_a_matching_model(tmp_path, cli_run, small_shapes, cap
     assert cli.main(["evaluate", "--model", str(captioner), "--data", str(small_shapes),
                      "--matcher", str(vqa_model)]) == 2
     assert "--matcher re-ranks what a dual encoder retrieves" in capsys.readouterr().err
+
+    from mmkeras.tasks.retrieval import build_dual_encoder
+    dual_encoder = tmp_path / "dual_encoder.keras"
+    build_dual_encoder(["", "[UNK]", "a"], 15)[0].save(dual_encoder)
+    for matcher, message in ((vqa_model, "(a VQA model)"),
+                             (tmp_path / "missing.keras", "model file not found; expected a model.keras "
+                                                          "written by `python -m mmkeras match`")):
+        assert cli.main(["evaluate", "--model", str(dual_encoder), "--data", str(small_shapes),
+                         "--matcher", str(matcher), "--out", str(tmp_path / "scores.json")]) == 2
+        assert f"--matcher {matcher}: " in (err := capsys.readouterr().err) and message in err
+        assert not (tmp_path / "scores.json").exists()
+    # photos: nothing for a matcher of shapes to judge
+    match_model = _untrained_task_model(tmp_path / "match.keras", "match")
+    assert cli.main(["evaluate", "--model", str(dual_encoder), "--data", str(_one_photo_folder(tmp_path)),
+                     "--matcher", str(match_model)]) == 2
+    assert "a matching model re-ranks captions of Shapes Captions scenes" in capsys.readouterr().err
 
 
 def test_fusion_writes_one_row_per_fusion(tmp_path, small_shapes):

@@ -229,10 +229,33 @@ def test_rerank_top_orders_each_rows_nearest_by_the_margin_and_leaves_the_rest()
 
     reranked = retrieval.rerank_top(scores, margin, top=2)
     assert sorted(asked) == [(0, 0), (0, 2), (1, 1), (1, 3)]  # only each row's two nearest
-    assert np.argsort(-reranked, axis=1).tolist() == [[2, 0, 3, 1], [1, 3, 0, 2]]  # ties keep their order
+    # equal margins: the higher score first
+    assert np.argsort(-reranked, axis=1).tolist() == [[2, 0, 3, 1], [1, 3, 0, 2]]
     # the rest keep their scores, below the re-ranked ones
     assert reranked[0, 3] == 0.3 and reranked[1, 0] == 0.2
-    assert reranked[:, :].max() > 0.9 and min(reranked[0, 2], reranked[0, 0]) > 0.9
+    assert min(reranked[0, 2], reranked[0, 0]) > 0.9
+
+
+def test_a_matcher_that_says_nothing_changes_no_recall_even_among_identical_captions():
+    """Identical captions tie under the dual encoder, and recall counts a tie against it; a
+    constant margin must leave them tied, not order them by where they lie."""
+    rng = np.random.default_rng(0)
+    num_images, per_image = 6, 3
+    caption_image = np.repeat(np.arange(num_images), per_image)
+    similarity = rng.normal(size=(num_images * per_image, num_images))
+    similarity[[4, 7, 10]] = similarity[1]  # one caption said of four images
+    similarity[:, 3] = similarity[:, 0]  # and two images that look alike
+    truth = rng.random(similarity.shape) < 0.3
+
+    def says_nothing(rows, columns):
+        return np.zeros(len(rows))
+
+    for top in (2, 4, num_images):
+        text_scores = retrieval.rerank_top(similarity, says_nothing, top)
+        image_scores = retrieval.rerank_top(similarity.T, says_nothing, top).T
+        before = retrieval.recalls(similarity, caption_image, truth)
+        assert retrieval.recalls(text_scores, caption_image, truth)["text_to_image"] == before["text_to_image"]
+        assert retrieval.recalls(image_scores, caption_image, truth)["image_to_text"] == before["image_to_text"]
 
 
 def test_a_matcher_that_knows_the_truth_lifts_r1_any_to_the_dual_encoders_r_top_any(small_shapes):
@@ -249,7 +272,7 @@ def test_a_matcher_that_knows_the_truth_lifts_r1_any_to_the_dual_encoders_r_top_
 
     caption_image = np.repeat(np.arange(len(split)), [len(refs) for refs in split.captions])
     similarity = np.random.default_rng(0).normal(size=(len(caption_image), len(split)))
-    dual = retrieval.recalls(split, similarity, caption_image)
+    dual = retrieval.recalls(similarity, caption_image, retrieval.caption_truth(split))
     reranked = retrieval.reranked_recalls(split, similarity, caption_image, oracle, top=5)
     assert reranked["top"] == 5
     for direction in ("text_to_image", "image_to_text"):

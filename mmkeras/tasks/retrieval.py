@@ -323,48 +323,65 @@ def embed_split(split: CaptionSplit, image_tower, text_tower, vectorizer, image_
     return image_vectors, text_vectors, caption_image
 
 
-def recalls(split: CaptionSplit, scores: np.ndarray, caption_image: np.ndarray) -> dict:
-    """Recall at 1, 5 and 10 each way from ``scores[caption, image]``, against each caption's
-    own image and (on Shapes Captions) against any image it is true of."""
-    recall = recall_at_k(scores, caption_image)
+def caption_truth(split: CaptionSplit) -> np.ndarray | None:
+    """:func:`describes_matrix` of a split's captions and scenes; None for photos, which have
+    no scene to check a caption against."""
     try:
         scenes = scenes_of(split)
-    except UserError:  # photos: no scene to check a caption against
-        return recall
-    captions = [c for refs in split.captions for c in refs]
-    for direction, any_recall in any_match_recall(scores, describes_matrix(captions, scenes)).items():
-        recall[direction].update(any_recall)
+    except UserError:
+        return None
+    return describes_matrix([c for refs in split.captions for c in refs], scenes)
+
+
+def recalls(scores: np.ndarray, caption_image: np.ndarray, truth: np.ndarray | None) -> dict:
+    """Recall at 1, 5 and 10 each way from ``scores[caption, image]``, against each caption's
+    own image and, given the ``truth`` (:func:`caption_truth`), against any image it is true of."""
+    recall = recall_at_k(scores, caption_image)
+    if truth is not None:
+        for direction, any_recall in any_match_recall(scores, truth).items():
+            recall[direction].update(any_recall)
     return recall
 
 
 def retrieval_scores(split: CaptionSplit, image_vectors, text_vectors, caption_image) -> dict:
     """:func:`recalls` of the dual encoder's similarities, a random ranking's beside."""
     captions_per_image = round(len(caption_image) / len(split))
-    return {**recalls(split, text_vectors @ image_vectors.T, caption_image),
+    return {**recalls(text_vectors @ image_vectors.T, caption_image, caption_truth(split)),
             "chance": chance_recall(len(split), captions_per_image),
             "n_images": len(split), "n_captions": len(caption_image)}
 
 
 # Two-stage retrieval. A dual encoder meets a picture with one vector per caption, so all a
 # caption says must fit in 64 numbers first; on the shapes it mixes up relations most (55% of
-# its text-to-image misses). A matching model (`python -m mmkeras match`) reads the caption
-# against the picture itself, but scoring all 5,000 x 1,000 test pairs so would take 5 million
-# passes. So, as two-stage retrievers do (ALBEF, Li et al. 2021; BLIP, 2022), the dual encoder
-# proposes each caption's nearest images (each image's nearest captions), and the matcher
-# orders them. Recall at RERANK_TOP is the dual encoder's; below it, the matcher's choice.
+# the captions whose first image is false). A matching model (`python -m mmkeras match`) reads
+# the caption against the picture itself, but scoring all 5,000 x 1,000 test pairs so would
+# take 5 million passes. So, as two-stage retrievers do (ALBEF, Li et al. 2021; BLIP, 2022),
+# the dual encoder proposes each caption's nearest images (each image's nearest captions), and
+# the matcher orders them. Recall at RERANK_TOP stays the dual encoder's (up to ties at the
+# last place); below it, the matcher chooses.
 RERANK_TOP = 10
 
 
 def rerank_top(scores: np.ndarray, margin, top: int = RERANK_TOP) -> np.ndarray:
-    """``scores`` with each row's ``top`` best columns ordered by ``margin(rows, columns)``
-    (higher first; ties keep the scores' order) and lifted above the row's other columns."""
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :top]
-    rows = np.repeat(np.arange(len(scores)), order.shape[1])
-    margins = np.asarray(margin(rows, order.ravel())).reshape(order.shape)
-    order = np.take_along_axis(order, np.argsort(-margins, axis=1, kind="stable"), axis=1)
+    """``scores`` with each row's ``top`` best columns (and any tied with the last of them)
+    ordered by ``margin(rows, columns)``, higher first, then by the higher score, and lifted
+    above the row's other columns.
+
+    Columns equal in both margin and score stay tied, as recall counts ties against the
+    model: identical captions (the shapes' test split has 5,000 captions, 3,374 distinct) must
+    not be told apart by where they happen to lie.
+    """
+    top = min(top, scores.shape[1])
+    last_kept = -np.sort(-scores, axis=1)[:, top - 1:top]
+    rows, columns = np.nonzero(scores >= last_kept)  # row by row, in order
+    margins = np.asarray(margin(rows, columns))
+    lifted = np.empty(len(rows))
+    for kept in np.split(np.arange(len(rows)), np.flatnonzero(np.diff(rows)) + 1):
+        pairs = np.stack([margins[kept], scores[rows[kept], columns[kept]]], axis=-1)
+        # Rank 1 for the lowest (margin, score), one rank per distinct pair.
+        lifted[kept] = np.unique(pairs, axis=0, return_inverse=True)[1].reshape(-1) + 1
     reranked = np.array(scores, dtype=float)
-    ladder = reranked.max() + np.arange(order.shape[1], 0, -1, dtype=float)
-    np.put_along_axis(reranked, order, np.broadcast_to(ladder, order.shape), axis=1)
+    reranked[rows, columns] = scores.max() + lifted
     return reranked
 
 
@@ -373,15 +390,31 @@ def reranked_recalls(split: CaptionSplit, similarity: np.ndarray, caption_image:
     """:func:`recalls` of the dual encoder's ``similarity[caption, image]`` with each caption's
     ``top`` images, and each image's ``top`` captions, re-ranked by ``margin(image_index,
     captions)`` (a matcher's: :func:`mmkeras.tasks.classification.match_margin`)."""
-    started = time.perf_counter()
     captions = [c for refs in split.captions for c in refs]
+    truth = caption_truth(split)
     text_scores = rerank_top(similarity, lambda rows, columns: margin(columns, [captions[r] for r in rows]), top)
     image_scores = rerank_top(similarity.T, lambda rows, columns: margin(rows, [captions[c] for c in columns]),
                               top).T
     return {"top": top,
-            "text_to_image": recalls(split, text_scores, caption_image)["text_to_image"],
-            "image_to_text": recalls(split, image_scores, caption_image)["image_to_text"],
-            "seconds": time.perf_counter() - started}
+            "text_to_image": recalls(text_scores, caption_image, truth)["text_to_image"],
+            "image_to_text": recalls(image_scores, caption_image, truth)["image_to_text"]}
+
+
+def reranked_by_matcher(split: CaptionSplit, similarity: np.ndarray, caption_image: np.ndarray,
+                        matcher: keras.Model, matcher_path: str) -> dict:
+    """:func:`reranked_recalls` by a matching model (:func:`mmkeras.tasks.classification.load_matcher`),
+    with its path and the seconds the whole re-ranking took (reading the images at the
+    matcher's size included): ``metrics.json``'s ``"reranked"``."""
+    started = time.perf_counter()
+    scores = reranked_recalls(split, similarity, caption_image, match_margin(matcher, split))
+    return {"matcher": matcher_path, **scores, "seconds": time.perf_counter() - started}
+
+
+def check_matcher_data(split: CaptionSplit, matcher_path: str) -> None:
+    """A matching model judges captions of Shapes Captions scenes: refuse other data."""
+    if shapes_scenes(split) is None:
+        raise UserError(f"--matcher {matcher_path}: a matching model re-ranks captions of Shapes "
+                        "Captions scenes; these data have captions of another form")
 
 
 def towers_of(dual_encoder: keras.Model):
@@ -391,17 +424,19 @@ def towers_of(dual_encoder: keras.Model):
     return image_tower, text_tower, vectorizer_for(vocabulary, text_tower.input_shape[1] - 1)
 
 
-def evaluate_retrieval(model: keras.Model, split: CaptionSplit, matcher: str | None = None) -> dict:
+def evaluate_retrieval(model: keras.Model, split: CaptionSplit, matcher: keras.Model | None = None,
+                       matcher_path: str | None = None) -> dict:
     """A saved dual encoder's recalls on ``split`` (:func:`retrieval_scores`); with a
-    ``matcher`` (a matching model's path), also re-ranked by it, under ``"reranked"``."""
-    matching_model = load_matcher(matcher) if matcher else None
+    ``matcher`` (loaded from ``matcher_path``), also re-ranked by it, under ``"reranked"``."""
+    if matcher is not None:
+        check_matcher_data(split, matcher_path)
     image_tower, text_tower, vectorizer = towers_of(model)
     image_vectors, text_vectors, caption_image = embed_split(split, image_tower, text_tower, vectorizer,
                                                              image_tower.input_shape[1])
     metrics = {"task": "retrieval", **retrieval_scores(split, image_vectors, text_vectors, caption_image)}
-    if matching_model is not None:
-        metrics["reranked"] = {"matcher": matcher, **reranked_recalls(
-            split, text_vectors @ image_vectors.T, caption_image, match_margin(matching_model, split))}
+    if matcher is not None:
+        metrics["reranked"] = reranked_by_matcher(split, text_vectors @ image_vectors.T, caption_image,
+                                                  matcher, matcher_path)
     return metrics
 
 
@@ -432,9 +467,11 @@ def dual_encoder_similarity(dual_encoder: keras.Model):
 def train_retrieval(config: RetrievalConfig, verbose: int | str = "auto", progress: bool = True) -> dict:
     """Train the dual encoder, score recall on the test split (with ``config.matcher``, also
     re-ranked by that matching model), write model, history, metrics."""
-    # The data and the matcher first: a mistake in them leaves --out as it was.
-    _, splits = load_dataset(config.data, smoke=config.smoke, seed=config.seed, progress=progress)
+    # The matcher and the data first: a mistake in them leaves --out as it was.
     matcher = load_matcher(config.matcher) if config.matcher else None
+    _, splits = load_dataset(config.data, smoke=config.smoke, seed=config.seed, progress=progress)
+    if matcher is not None:
+        check_matcher_data(splits["test"], config.matcher)
     with runs.start(config.out, config.seed) as out:
         runs.forget_history(out)
         epochs = runs.epochs_for(config)
@@ -473,8 +510,8 @@ def train_retrieval(config: RetrievalConfig, verbose: int | str = "auto", progre
         metrics = {"task": "retrieval", **retrieval_scores(test, image_vectors, text_vectors, caption_image),
                    "parameters": model.count_params(), "seconds_per_epoch": fit_seconds / epochs}
         if matcher is not None:
-            metrics["reranked"] = {"matcher": config.matcher, **reranked_recalls(
-                test, text_vectors @ image_vectors.T, caption_image, match_margin(matcher, test))}
+            metrics["reranked"] = reranked_by_matcher(test, text_vectors @ image_vectors.T, caption_image,
+                                                      matcher, config.matcher)
         runs.save_model(model, out / "model.keras")
         runs.record(out, config, metrics, epochs_run=epochs)
         return {**metrics, "model": model, "image_tower": image_tower, "text_tower": text_tower,
