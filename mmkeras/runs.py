@@ -128,20 +128,23 @@ def _uses_keras_hub(path: Path) -> bool:
         return False
 
 
-def load_model(path) -> keras.Model:
-    """Load a ``.keras`` model safely; a missing or damaged file is the user's to fix."""
+def load_model(path, expected: str = "`python -m mmkeras train` (or vqa, match, retrieval)",
+               flag: str = "") -> keras.Model:
+    """Load a ``.keras`` model safely; a missing or damaged file is the user's to fix. The
+    message names the command ``expected`` to have written it, and the ``flag`` that named
+    the file, if one did."""
     path = Path(path)
+    named = f"{flag} {path}" if flag else str(path)
     if not path.is_file():
-        raise UserError(f"{path}: model file not found; expected a model.keras written by "
-                        "`python -m mmkeras train` (or vqa, match, retrieval)")
+        raise UserError(f"{named}: model file not found; expected a model.keras written by {expected}")
     if _uses_keras_hub(path):  # registers keras_hub's layers and ours on it, only when needed
         import mmkeras.nn.transformer_embedding  # noqa: F401
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises many types for a damaged archive
-        raise UserError(f"{path}: not a readable .keras model ({type(error).__name__}: "
+        raise UserError(f"{named}: not a readable .keras model ({type(error).__name__}: "
                         f"{str(error).splitlines()[0][:200]}); expected a model.keras written "
-                        "by `python -m mmkeras train` (or vqa, match, retrieval)") from None
+                        f"by {expected}") from None
 
 
 def package_versions() -> dict[str, str]:

@@ -133,11 +133,7 @@ def text_vocabulary(classifier: keras.Model) -> list[str]:
 
 def load_matcher(path) -> keras.Model:
     """A matching model saved by ``python -m mmkeras match``, for re-ranking retrieval."""
-    try:
-        model = runs.load_model(path)
-    except UserError as error:  # say which flag named the file, and what it should be
-        raise UserError(f"--matcher {error}".replace("`python -m mmkeras train` (or vqa, match, retrieval)",
-                                                     "`python -m mmkeras match`")) from None
+    model = runs.load_model(path, expected="`python -m mmkeras match`", flag="--matcher")
     if not model.name.startswith("fused_classifier") or classifier_task(model) != "match":
         raise UserError(f"--matcher {path}: expected a model.keras written by `python -m mmkeras match`, "
                         f"found the model {model.name!r}"
